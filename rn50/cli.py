@@ -1,0 +1,182 @@
+"""The `rn50` command line: parse options, call the library, print. No logic lives here."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperGroup
+
+from rn50 import __version__
+from rn50.errors import UserError
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+class Rn50Group(TyperGroup):
+    """Turns a UserError raised anywhere below into one line on stderr and exit code 2."""
+
+    def invoke(self, ctx: typer.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as e:
+            err_console.print(f"[bold red]rn50: error:[/] {e}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
+
+
+def make_app(help: str) -> typer.Typer:
+    return typer.Typer(
+        cls=Rn50Group,
+        help=help,
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_show_locals=False,
+        rich_markup_mode=None,
+    )
+
+
+app = make_app("ResNet-50 v1.5: train with the NVIDIA recipe, export verified artifacts, benchmark honestly.")
+data_app = make_app("Datasets: the built-in sample and a dataset doctor.")
+bench_app = make_app("Benchmarks: inference sweeps, training scaling, input pipelines.")
+app.add_typer(data_app, name="data")
+app.add_typer(bench_app, name="bench")
+
+
+def version_callback(value: bool) -> None:
+    if value:
+        console.print(f"rn50 {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """ResNet-50 v1.5: train with the NVIDIA recipe, export verified artifacts, benchmark honestly."""
+
+
+# ---- recipes
+@app.command()
+def recipes(
+    name: Annotated[str | None, typer.Argument(help="A recipe name; omit to list them all.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """List the training recipes, or print every field of one."""
+    from rn50.recipes import RECIPES, get_recipe
+
+    if name is not None:
+        recipe = get_recipe(name)
+        if as_json:
+            console.print_json(json.dumps(recipe.to_dict()))
+            return
+        table = Table(title=f"recipe {recipe.name}", show_header=False)
+        for key, value in recipe.to_dict().items():
+            table.add_row(key, str(value))
+        console.print(table)
+        return
+    if as_json:
+        console.print_json(json.dumps({n: r.to_dict() for n, r in RECIPES.items()}))
+        return
+    table = Table(title="rn50 recipes", box=box.SIMPLE_HEAD, pad_edge=False)
+    table.add_column("name", no_wrap=True, min_width=16)
+    for col in ("GPUs x bs", "global", "lr", "wd", "warmup", "epochs", "mixup", "layout"):
+        table.add_column(col, no_wrap=True)
+    for r in RECIPES.values():
+        table.add_row(
+            r.name,
+            f"{r.gpus} x {r.batch_size}",
+            str(r.global_batch),
+            f"{r.lr:g}",
+            f"1/{round(1 / r.weight_decay)}" if r.weight_decay else "0",
+            f"{r.warmup_epochs:g}",
+            str(r.epochs),
+            f"{r.mixup:g}",
+            "NHWC" if r.memory_format == "channels_last" else "NCHW",
+        )
+    console.print(table)
+
+
+# ---- data
+@data_app.command("sample")
+def data_sample(
+    out: Annotated[Path, typer.Argument(help="Folder to write train/ and val/ into.")],
+    force: Annotated[bool, typer.Option("--force", help="Replace train/ and val/ in a non-empty folder.")] = False,
+) -> None:
+    """Write the built-in sample (1,797 real handwritten digits, 10 classes) in ImageNet layout."""
+    from rn50.data.sample import make_sample
+
+    counts = make_sample(out, force=force)
+    console.print(f"wrote {counts['train']} train and {counts['val']} val images (10 classes) to {out}")
+
+
+@data_app.command("check")
+def data_check(
+    root: Annotated[Path, typer.Argument(help="Dataset folder with train/ and/or val/.")],
+    workers: Annotated[int | None, typer.Option(help="Decode processes (default: up to 8).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Count images per class and split, find undecodable files and classes missing from a split."""
+    from rn50.data.check import check_dataset
+
+    with err_console.status(f"decoding every image under {root} ..."):
+        report = check_dataset(root, workers=workers)
+    if as_json:
+        console.print_json(json.dumps(report.to_dict()))
+    else:
+        splits = list(report.counts)
+        table = Table(title=f"dataset {root}")
+        table.add_column("class")
+        for s in splits:
+            table.add_column(s, justify="right")
+        classes = sorted({c for counts in report.counts.values() for c in counts})
+        for c in classes:
+            table.add_row(c, *(str(report.counts[s].get(c, "-")) for s in splits))
+        table.add_row("[bold]total", *(f"[bold]{sum(report.counts[s].values())}" for s in splits))
+        console.print(table)
+        if report.other_files:
+            console.print(f"{len(report.other_files)} non-image files ignored (e.g. {report.other_files[0]})")
+        for problem in report.problems:
+            console.print(f"[red]problem:[/] {problem}", highlight=False)
+        console.print("[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problem(s)[/]")
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+# ---- train (issue: the trainer)
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def train(ctx: typer.Context) -> None:
+    """Train ResNet-50 v1.5 with a recipe (not built yet)."""
+    raise UserError("`rn50 train` is not built yet")
+
+
+# ---- export (issue: export)
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def export(ctx: typer.Context) -> None:
+    """Export a checkpoint to TensorRT, ONNX, TorchScript or AOTInductor (not built yet)."""
+    raise UserError("`rn50 export` is not built yet")
+
+
+# ---- bench (issues: bench infer, bench train)
+@bench_app.command("infer", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_infer(ctx: typer.Context) -> None:
+    """Inference batch sweep (not built yet)."""
+    raise UserError("`rn50 bench infer` is not built yet")
+
+
+@bench_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_train(ctx: typer.Context) -> None:
+    """Training weak-scaling benchmark (not built yet)."""
+    raise UserError("`rn50 bench train` is not built yet")
+
+
+def main(argv: list[str] | None = None) -> None:
+    app(args=argv if argv is not None else sys.argv[1:], prog_name="rn50")

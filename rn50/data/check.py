@@ -1,0 +1,105 @@
+"""`rn50 data check`: a dataset doctor for ImageNet-layout folders."""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rn50.data.transforms import IMAGE_EXTENSIONS
+from rn50.errors import UserError
+
+SPLITS = ("train", "val")
+
+
+@dataclass
+class CheckReport:
+    root: str
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> class -> images
+    bad_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
+    one_split_classes: dict[str, list[str]] = field(default_factory=dict)  # split -> classes only there
+    empty_classes: list[str] = field(default_factory=list)
+    other_files: list[str] = field(default_factory=list)  # non-image files, ignored by the loaders
+
+    @property
+    def problems(self) -> list[str]:
+        out = [f"undecodable: {p} ({why})" for p, why in self.bad_files]
+        out += [f"class only in {s}: {c}" for s, cs in self.one_split_classes.items() for c in cs]
+        out += [f"empty class folder: {c}" for c in self.empty_classes]
+        return out
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {
+            "root": self.root,
+            "counts": self.counts,
+            "images": {s: sum(c.values()) for s, c in self.counts.items()},
+            "bad_files": [{"path": p, "reason": r} for p, r in self.bad_files],
+            "one_split_classes": self.one_split_classes,
+            "empty_classes": self.empty_classes,
+            "other_files": self.other_files,
+            "ok": self.ok,
+        }
+
+
+def decode_error(path: str) -> str | None:
+    """None if the file decodes fully as an image, else why not."""
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            im.load()  # a full decode: catches truncated JPEGs that verify() lets through
+            if im.width < 1 or im.height < 1:
+                return "zero-sized image"
+    except Exception as e:  # PIL raises many types for bad data; all mean "not usable"
+        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+    return None
+
+
+def find_splits(root: Path) -> dict[str, Path]:
+    if not root.exists():
+        raise UserError(f"dataset folder not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"not a directory: {root}")
+    splits = {s: root / s for s in SPLITS if (root / s).is_dir()}
+    if not splits:
+        raise UserError(f"{root} has no train/ or val/ folder (expected ImageNet layout: train/<class>/*.JPEG)")
+    return splits
+
+
+def check_dataset(root: str | os.PathLike, workers: int | None = None) -> CheckReport:
+    root = Path(root)
+    splits = find_splits(root)
+    report = CheckReport(root=str(root))
+    images: list[str] = []
+    classes_by_split: dict[str, set[str]] = {}
+    for split, folder in splits.items():
+        counts: Counter[str] = Counter()
+        class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
+        for d in class_dirs:
+            files = sorted(f for f in d.rglob("*") if f.is_file())
+            imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
+            report.other_files += [str(f) for f in files if f.suffix.lower() not in IMAGE_EXTENSIONS]
+            counts[d.name] = len(imgs)
+            if not imgs:
+                report.empty_classes.append(f"{split}/{d.name}")
+            images += [str(f) for f in imgs]
+        report.counts[split] = dict(counts)
+        classes_by_split[split] = set(counts)
+    if len(classes_by_split) == 2:
+        train, val = classes_by_split["train"], classes_by_split["val"]
+        report.one_split_classes = {
+            s: sorted(only) for s, only in (("train", train - val), ("val", val - train)) if only
+        }
+    workers = workers or min(8, os.cpu_count() or 1)
+    chunk = max(1, len(images) // (workers * 16))
+    with ProcessPoolExecutor(workers) as pool:
+        for path, err in zip(images, pool.map(decode_error, images, chunksize=chunk), strict=True):
+            if err:
+                report.bad_files.append((path, err))
+    return report

@@ -1,0 +1,72 @@
+"""Preprocessing constants and the eval transform, defined once for training, export and benchmarks."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+# ImageNet statistics on the 0-255 scale (the recipe normalises uint8 pixels directly).
+MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
+STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
+# Train: random resized crop with this area and aspect range, then a horizontal flip.
+CROP_AREA = (0.08, 1.0)
+CROP_RATIO = (3 / 4, 4 / 3)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def eval_resize(image_size: int) -> int:
+    """Shorter side before the centre crop: 256 for 224, scaled the same for other sizes."""
+    return round(image_size * 256 / 224)
+
+
+def preprocess_info(image_size: int = 224) -> dict:
+    return {
+        "resize_shorter_side": eval_resize(image_size),
+        "center_crop": image_size,
+        "mean": list(MEAN),
+        "std": list(STD),
+        "scale": "0-255",
+        "layout": "NCHW float32 (RGB)",
+    }
+
+
+def eval_transform(image_size: int = 224):
+    """PIL image -> normalised float CHW tensor (resize shorter side, centre crop)."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(
+        [
+            v2.PILToTensor(),
+            v2.Resize(eval_resize(image_size), antialias=True),
+            v2.CenterCrop(image_size),
+            v2.ToDtype(torch.float32),
+            v2.Normalize(MEAN, STD),
+        ]
+    )
+
+
+def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
+    """(path, class name) for every image under an ImageNet-layout folder, sorted."""
+    root = Path(root)
+    return [
+        (p, p.parent.name) for p in sorted(root.glob("*/*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+    ]
+
+
+def load_eval_images(root: str | os.PathLike, n: int, image_size: int = 224) -> Tensor:
+    """Up to `n` real images from `root` (a split folder) through the eval transform, spread over classes."""
+    from PIL import Image
+
+    files = list_images(root)
+    if not files:
+        raise FileNotFoundError(f"no images under {root}")
+    step = max(1, len(files) // n)
+    transform = eval_transform(image_size)
+    batch = []
+    for path, _ in files[::step][:n]:
+        with Image.open(path) as im:
+            batch.append(transform(im.convert("RGB")))
+    return torch.stack(batch)

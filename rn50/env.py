@@ -1,0 +1,127 @@
+"""Capture the environment a result was produced in: versions, devices, clocks, git commit."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+PACKAGES = (
+    "torch",
+    "torchvision",
+    "numpy",
+    "nvidia-dali-cuda130",
+    "onnx",
+    "onnxruntime",
+    "onnxruntime-gpu",
+    "tensorrt",
+    "typer",
+    "rich",
+)
+
+
+def package_versions(names: tuple[str, ...] = PACKAGES) -> dict[str, str]:
+    out = {}
+    for name in names:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def git_commit() -> str | None:
+    """The commit of the rn50 source tree, with '-dirty' if it has local changes; None outside git."""
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        sha = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return sha + ("-dirty" if dirty else "")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def nvidia_smi() -> list[dict[str, str]]:
+    """Driver, clocks and power per GPU from nvidia-smi ([] where there is none)."""
+    fields = "name,driver_version,clocks.sm,clocks.mem,clocks.max.sm,power.limit,temperature.gpu"
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    keys = fields.split(",")
+    return [dict(zip(keys, (v.strip() for v in line.split(",")), strict=False)) for line in out.strip().splitlines()]
+
+
+def capture_env() -> dict[str, Any]:
+    import torch
+
+    from rn50 import __version__
+
+    env: dict[str, Any] = {
+        "rn50": __version__,
+        "git_commit": git_commit(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "cpu": cpu_model(),
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "packages": package_versions(),
+        "cuda_available": torch.cuda.is_available(),
+        "torch_cuda": torch.version.cuda,
+    }
+    if torch.cuda.is_available():
+        env["cudnn"] = torch.backends.cudnn.version()
+        env["gpus"] = [
+            {
+                "name": torch.cuda.get_device_name(i),
+                "capability": ".".join(map(str, torch.cuda.get_device_capability(i))),
+                "memory_gib": round(torch.cuda.get_device_properties(i).total_memory / 2**30, 1),
+            }
+            for i in range(torch.cuda.device_count())
+        ]
+        smi = nvidia_smi()
+        if smi:
+            env["nvidia_smi"] = smi
+            env["driver"] = smi[0].get("driver_version")
+    return env
+
+
+def short_device_name(device: str = "cpu") -> str:
+    """A file-name-friendly device label such as 'h100' or 'cpu'."""
+    import torch
+
+    if device.startswith("cuda") and torch.cuda.is_available():
+        name = torch.cuda.get_device_name(0).lower()
+        for tag in ("h200", "h100", "a100", "l40s", "l4", "v100", "a10", "t4", "b200", "gb200"):
+            if tag in name:
+                return tag
+        return name.replace("nvidia", "").strip().replace(" ", "-")
+    return "cpu"

@@ -1,0 +1,154 @@
+"""Load ResNet-50 weights from rn50 checkpoints, torchvision state_dicts and NVIDIA NGC/DLE checkpoints.
+
+Every load is `torch.load(..., weights_only=True)`: a checkpoint that needs arbitrary code to unpickle is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from rn50.errors import UserError
+from rn50.io import atomic_torch_save
+from rn50.model import ResNet, resnet50
+
+CHECKPOINT_FORMAT = "rn50-checkpoint"
+# Where other tools keep the weights inside a checkpoint dict, most specific first.
+MODEL_KEYS = ("model", "state_dict", "model_state_dict", "net")
+EMA_KEYS = ("ema", "model_ema", "state_dict_ema", "ema_state_dict")
+PREFIXES = ("module.", "_orig_mod.", "model.")
+
+
+def read_checkpoint(path: str | os.PathLike) -> Any:
+    """torch.load with weights_only=True, turning every failure into one clear UserError."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError(f"checkpoint not found: {path}")
+    if path.is_dir():
+        raise UserError(f"checkpoint is a directory, not a file: {path}")
+    if path.stat().st_size == 0:
+        raise UserError(f"checkpoint is empty (0 bytes): {path}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights_only" in str(e) or "Unsupported global" in str(e):
+            raise UserError(
+                f"refusing {path}: it needs arbitrary code to load (not a plain weights file); "
+                "re-save its state_dict with torch.save(model.state_dict(), ...) from a trusted environment"
+            ) from None
+        raise UserError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({e})") from None
+    except Exception as e:  # torch.load raises many types on damaged files; each means "unreadable"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file ({first})") from None
+
+
+def _is_state_dict(obj: Any) -> bool:
+    return isinstance(obj, Mapping) and bool(obj) and all(isinstance(v, Tensor) for v in obj.values())
+
+
+def extract_state_dict(obj: Any, ema: bool = False) -> dict[str, Tensor]:
+    """Find the model weights inside a loaded checkpoint (ours, torchvision's, NVIDIA's, EMA)."""
+    if _is_state_dict(obj):
+        if ema:
+            raise UserError("--ema asked for, but this checkpoint is a plain state_dict without EMA weights")
+        return dict(obj)
+    if not isinstance(obj, Mapping):
+        raise UserError(f"checkpoint holds a {type(obj).__name__}, not a state_dict or a dict of them")
+    keys = EMA_KEYS if ema else MODEL_KEYS
+    for key in keys:
+        if _is_state_dict(obj.get(key)):
+            return dict(obj[key])
+    what = "EMA weights" if ema else "model weights"
+    raise UserError(
+        f"no {what} found in checkpoint (looked for keys {', '.join(keys)}; it has {', '.join(map(str, obj))})"
+    )
+
+
+def normalize_keys(state_dict: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Strip DDP/compile prefixes and map NVIDIA's `layers.N.` onto torchvision's `layerN+1.`."""
+    out: dict[str, Tensor] = {}
+    for key, value in state_dict.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        key = re.sub(r"^layers\.(\d+)\.", lambda m: f"layer{int(m.group(1)) + 1}.", key)
+        out[key] = value
+    return out
+
+
+def check_compatible(state_dict: Mapping[str, Tensor], model: torch.nn.Module) -> None:
+    """Raise a UserError naming the keys and shapes that differ from `model`."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state_dict and not k.endswith("num_batches_tracked")]
+    unexpected = [k for k in state_dict if k not in expected]
+    mismatched = [
+        f"{k} {tuple(state_dict[k].shape)} vs {tuple(v.shape)}"
+        for k, v in expected.items()
+        if k in state_dict and tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
+    problems = []
+    if missing:
+        problems.append(f"{len(missing)} missing keys ({', '.join(missing[:4])}{', ...' if len(missing) > 4 else ''})")
+    if unexpected:
+        problems.append(
+            f"{len(unexpected)} unexpected keys ({', '.join(unexpected[:4])}{', ...' if len(unexpected) > 4 else ''})"
+        )
+    if mismatched:
+        problems.append(f"shape mismatch: {'; '.join(mismatched[:4])}{'; ...' if len(mismatched) > 4 else ''}")
+    if problems:
+        raise UserError("weights do not fit ResNet-50 v1.5: " + "; ".join(problems))
+
+
+def load_weights(path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> dict[str, Tensor]:
+    """A strict-loadable ResNet-50 v1.5 state_dict from any supported checkpoint."""
+    state_dict = normalize_keys(extract_state_dict(read_checkpoint(path), ema=ema))
+    fc = state_dict.get("fc.weight")
+    if fc is None:
+        raise UserError(f"{path}: no fc.weight, so this is not a ResNet-50 classifier checkpoint")
+    found_classes = fc.shape[0]
+    if num_classes is not None and found_classes != num_classes:
+        raise UserError(
+            f"{path} has {found_classes} classes (fc.weight {tuple(fc.shape)}) but {num_classes} were asked for"
+        )
+    reference = resnet50(num_classes=found_classes)
+    check_compatible(state_dict, reference)
+    for key, value in reference.state_dict().items():
+        if key.endswith("num_batches_tracked"):
+            state_dict.setdefault(key, torch.zeros_like(value))
+    return state_dict
+
+
+def load_model(path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> ResNet:
+    """ResNet-50 v1.5 with weights from `path`, in eval mode."""
+    state_dict = load_weights(path, num_classes=num_classes, ema=ema)
+    model = resnet50(num_classes=state_dict["fc.weight"].shape[0])
+    model.load_state_dict(state_dict, strict=True)
+    return model.eval()
+
+
+def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The recipe and bookkeeping stored beside the weights in an rn50 checkpoint ({} for other formats)."""
+    obj = read_checkpoint(path)
+    if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
+        return {k: v for k, v in obj.items() if k in ("recipe", "epoch", "iteration", "best_top1", "rn50_version")}
+    return {}
+
+
+def save_weights(path: str | os.PathLike, model: torch.nn.Module, **extra: Any) -> None:
+    """Write a minimal rn50 checkpoint (weights + metadata such as `recipe`) atomically."""
+    from rn50 import __version__
+
+    module = getattr(model, "module", model)
+    module = getattr(module, "_orig_mod", module)
+    obj = {"format": CHECKPOINT_FORMAT, "rn50_version": __version__, "model": module.state_dict(), **extra}
+    atomic_torch_save(obj, path)

@@ -1,0 +1,100 @@
+import dataclasses
+import re
+
+import pytest
+
+from rn50.errors import UserError
+from rn50.recipes import RECIPES, get_recipe
+from tests.conftest import SHARED, run_cli
+
+# The published table (shared/REFERENCE.md): platform, precision -> gpus, batch, global, lr, wd, layout.
+PUBLISHED = {
+    ("dgx1", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+    ("dgx1", "fp32"): (8, 112, 896, 0.896, 1 / 16384, "NCHW"),
+    ("dgx2", "fp16"): (16, 256, 4096, 4.096, 1 / 32768, "NHWC"),
+    ("dgx2", "fp32"): (16, 256, 4096, 4.096, 1 / 32768, "NCHW"),
+    ("dgxa100", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+    ("dgxa100", "tf32"): (8, 256, 2048, 2.048, 1 / 32768, "NCHW"),
+    ("dgxh100", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+    ("dgxh100", "bf16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+}
+LAYOUT = {"NHWC": "channels_last", "NCHW": "contiguous"}
+
+
+def reference_table():
+    """Rows of the recipe table in shared/REFERENCE.md, parsed, or None where shared/ is absent."""
+    path = SHARED / "REFERENCE.md"
+    if not path.exists():
+        return None
+    rows = {}
+    for line in path.read_text().splitlines():
+        m = re.match(
+            r"\| (dgx\w+)(?: \([^)]*\))? \| (\w+)(?: \(AMP\))? \| (\d+) x (\d+) \| (\d+) \| ([\d.]+) "
+            r"\| 1/(\d+) \| (\w+) \|",
+            line,
+        )
+        if m:
+            p, prec, g, b, glob, lr, wd, fmt = m.groups()
+            rows[(p, prec)] = (int(g), int(b), int(glob), float(lr), 1 / int(wd), fmt)
+    return rows
+
+
+def test_reference_table_matches_our_copy():
+    rows = reference_table()
+    if rows is None:
+        pytest.skip("shared/REFERENCE.md not beside the checkout")
+    assert len(rows) == 6
+    for key, value in rows.items():
+        assert PUBLISHED[key] == pytest.approx(value) if isinstance(value, float) else PUBLISHED[key] == value
+
+
+@pytest.mark.parametrize("platform,precision", list(PUBLISHED))
+@pytest.mark.parametrize("epochs", [50, 90, 250])
+def test_published_recipes(platform, precision, epochs):
+    gpus, batch, global_batch, lr, wd, layout = PUBLISHED[(platform, precision)]
+    r = get_recipe(f"{platform}-{precision}-{epochs}")
+    assert (r.gpus, r.batch_size, r.global_batch) == (gpus, batch, global_batch)
+    assert r.lr == pytest.approx(lr)
+    assert r.weight_decay == wd
+    assert r.memory_format == LAYOUT[layout]
+    assert r.warmup_epochs == 8 and r.epochs == epochs
+    assert r.mixup == (0.2 if epochs == 250 else 0.0)
+    assert (r.momentum, r.nesterov, r.label_smoothing, r.lr_schedule) == (0.875, False, 0.1, "cosine")
+    assert (r.num_classes, r.image_size, r.conv_init) == (1000, 224, "fan_in")
+    if precision == "fp16":
+        assert r.loss_scale == 128 and r.dynamic_loss_scale
+
+
+def test_registry_size_and_sample():
+    assert len(RECIPES) == 8 * 3 + 1
+    s = get_recipe("sample-cpu")
+    assert s.num_classes == 10 and s.gpus == 1
+
+
+def test_lr_is_derived_and_overrides_validate():
+    r = get_recipe("dgx1-fp16-90").replace(batch_size=128, gpus=1)
+    assert r.lr == pytest.approx(0.256 * 128 / 256)
+    r = r.replace(optimizer_batch_size=512)
+    assert r.accumulation_steps == 4 and r.lr == pytest.approx(0.512)
+    with pytest.raises(UserError, match="multiple"):
+        r.replace(optimizer_batch_size=500)
+    with pytest.raises(UserError, match="precision"):
+        r.replace(precision="fp8")
+    with pytest.raises(UserError, match="unknown recipe field"):
+        r.replace(colour="blue")
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        r.epochs = 3  # type: ignore[misc]
+
+
+def test_unknown_recipe_suggests_close_names():
+    with pytest.raises(UserError, match="dgx1-fp16-90"):
+        get_recipe("dgx1-fp16-9")
+
+
+def test_cli_recipes():
+    res = run_cli(["recipes"])
+    assert res.exit_code == 0 and "dgxh100-bf16-250" in res.stdout
+    res = run_cli(["recipes", "dgx1-fp32-90", "--json"])
+    assert res.exit_code == 0 and '"weight_decay": 6.103515625e-05' in res.stdout
+    res = run_cli(["recipes", "nope-fp16-90"])
+    assert res.exit_code == 2 and "unknown recipe" in res.stderr and "Traceback" not in res.stderr
