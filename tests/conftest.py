@@ -36,3 +36,38 @@ def run_cli(args: list[str]):
     from rn50.cli import app
 
     return CliRunner().invoke(app, [str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory, sample_dir) -> Path:
+    """A ResNet-50 (10 classes) briefly trained on the sample at 64 px, saved as an rn50 checkpoint.
+
+    Owner: the trainer issue, which may switch this to the real trainer's Python API.
+    """
+    from rn50.data.transforms import load_labeled_images
+    from rn50.model import resnet50
+    from rn50.recipes import get_recipe
+    from rn50.weights import save_weights
+
+    torch.manual_seed(0)
+    recipe = get_recipe("sample-cpu")
+    images, labels = load_labeled_images(sample_dir / "train", 160, recipe.image_size)
+    model = resnet50(num_classes=10, zero_init_last=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.875)
+    model.train()
+    for _ in range(4):
+        for i in range(0, len(images), 32):
+            loss = torch.nn.functional.cross_entropy(model(images[i : i + 32]), labels[i : i + 32])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    # Re-estimate BN statistics over the data with the final weights (a few steps leave them stale).
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None
+    with torch.no_grad():
+        model(images)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pth"
+    save_weights(path, model.eval(), recipe=recipe.to_dict())
+    return path

@@ -97,3 +97,13 @@ def test_wrong_architecture_and_classes(tmp_path, reference):
     torch.save(reference.state_dict(), tmp_path / "ten.pth")
     with pytest.raises(UserError, match="10 classes.*1000"):
         load_weights(tmp_path / "ten.pth", num_classes=1000)
+
+
+def test_tiny_checkpoint_fixture_learned_something(tiny_checkpoint, sample_dir):
+    from rn50.data.transforms import load_labeled_images
+
+    model = load_model(tiny_checkpoint, num_classes=10)
+    images, labels = load_labeled_images(sample_dir / "train", 160, 64)
+    with torch.no_grad():
+        acc = (model(images).argmax(1) == labels).float().mean().item()
+    assert acc > 0.2  # chance is 0.1

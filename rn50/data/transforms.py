@@ -56,17 +56,24 @@ def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
     ]
 
 
-def load_eval_images(root: str | os.PathLike, n: int, image_size: int = 224) -> Tensor:
-    """Up to `n` real images from `root` (a split folder) through the eval transform, spread over classes."""
+def load_labeled_images(root: str | os.PathLike, n: int, image_size: int = 224) -> tuple[Tensor, Tensor]:
+    """Up to `n` real images from `root` (a split folder) through the eval transform, spread evenly over the
+    sorted files (so over classes), with their class indices in sorted class-name order."""
     from PIL import Image
 
     files = list_images(root)
     if not files:
         raise FileNotFoundError(f"no images under {root}")
+    classes = sorted({c for _, c in files})
     step = max(1, len(files) // n)
     transform = eval_transform(image_size)
-    batch = []
-    for path, _ in files[::step][:n]:
+    images, labels = [], []
+    for path, cls in files[::step][:n]:
         with Image.open(path) as im:
-            batch.append(transform(im.convert("RGB")))
-    return torch.stack(batch)
+            images.append(transform(im.convert("RGB")))
+        labels.append(classes.index(cls))
+    return torch.stack(images), torch.tensor(labels)
+
+
+def load_eval_images(root: str | os.PathLike, n: int, image_size: int = 224) -> Tensor:
+    return load_labeled_images(root, n, image_size)[0]
