@@ -178,5 +178,11 @@ def bench_train(ctx: typer.Context) -> None:
     raise UserError("`rn50 bench train` is not built yet")
 
 
+@bench_app.command("data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def bench_data(ctx: typer.Context) -> None:
+    """Input-pipeline img/s per data backend (not built yet)."""
+    raise UserError("`rn50 bench data` is not built yet")
+
+
 def main(argv: list[str] | None = None) -> None:
     app(args=argv if argv is not None else sys.argv[1:], prog_name="rn50")
