@@ -1,0 +1,242 @@
+"""The `dali-cpu` and `dali-gpu` backends.
+
+Decode is fused with the random crop (`fn.decoders.image_random_crop`: only the crop window is decoded), then resize,
+flip and normalise happen inside DALI, which writes NCHW or NHWC (channels_last) float batches.
+dali-cpu runs a CPU-only pipeline (`device_id=None`) for train and val; dali-gpu uses the mixed (nvJPEG/hardware)
+decoder. Encoded bytes are fed by us through `external_source` from the same per-rank shard as the pytorch backend,
+so each rank reads its own files, the order is resumable, and a file that fails to decode can be named, skipped
+and counted: the pipeline is rebuilt and the batch re-fed without it.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rn50.data.loaders import FileList, shard_batches
+from rn50.data.transforms import CROP_AREA, CROP_RATIO, MEAN, STD, eval_resize
+from rn50.errors import UserError
+from rn50.recipes import Recipe
+
+JPEG_SOI = b"\xff\xd8\xff"
+KNOWN_MAGIC = (JPEG_SOI, b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"GIF8")
+
+
+def import_dali():
+    try:
+        import nvidia.dali  # noqa: F401
+    except ImportError:
+        raise UserError("the DALI backends need NVIDIA DALI: pip install 'rn50[dali]'") from None
+    from nvidia.dali import fn, pipeline_def, types
+
+    return fn, pipeline_def, types
+
+
+def read_encoded(path: str) -> tuple[np.ndarray | None, str]:
+    """The file's bytes, or (None, reason) when they cannot be an image: empty, unknown format, truncated JPEG."""
+    try:
+        data = np.fromfile(path, dtype=np.uint8)
+    except OSError as e:
+        return None, f"unreadable: {e}"
+    if data.size == 0:
+        return None, "empty file"
+    head = data[:8].tobytes()
+    if not any(head.startswith(m) for m in KNOWN_MAGIC):
+        return None, "not a known image format (bad magic bytes)"
+    if head.startswith(JPEG_SOI) and b"\xff\xd9" not in data[-64:].tobytes():
+        return None, "truncated JPEG (no end-of-image marker)"
+    return data, ""
+
+
+class DaliLoader:
+    def __init__(
+        self,
+        files: FileList,
+        recipe: Recipe,
+        device: torch.device,
+        rank: int,
+        world_size: int,
+        seed: int,
+        workers: int,
+        accumulation: int = 1,
+        gpu: bool = False,
+    ) -> None:
+        import_dali()
+        self.files = files
+        self.train = files.split == "train"
+        self.recipe, self.device, self.gpu = recipe, device, gpu
+        self.rank, self.world_size, self.seed, self.accumulation = rank, world_size, seed, accumulation
+        self.threads = max(1, workers)
+        self.channels_last = recipe.memory_format == "channels_last"
+        self.epoch, self.start_batch = 0, 0
+        self.bad_files: list[tuple[str, str]] = []
+        self._bad_set: set[str] = set()
+        self._pipe = None
+        self._batches: tuple[int, list] | None = None
+        self.num_samples = sum(len(b) for b in self.epoch_batches())
+
+    def epoch_batches(self) -> list:
+        if self._batches is None or self._batches[0] != self.epoch:
+            batches = shard_batches(
+                len(self.files),
+                self.recipe.batch_size,
+                self.rank,
+                self.world_size,
+                self.train,
+                self.seed,
+                self.epoch,
+                self.accumulation,
+            )
+            self._batches = (self.epoch, batches)
+        return self._batches[1]
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches())
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def close(self) -> None:
+        self._pipe = None
+
+    def _build(self, generation: int):
+        fn, pipeline_def, types = import_dali()
+        size = self.recipe.image_size
+        decoder_device = "mixed" if self.gpu else "cpu"
+        train = self.train
+
+        @pipeline_def(
+            batch_size=self.recipe.batch_size,
+            num_threads=self.threads,
+            device_id=(self.device.index or 0) if self.gpu else None,
+            # --seed and the rank drive DALI's crops and flips; a rebuilt pipeline draws fresh numbers.
+            seed=(self.seed * 1_000_003 + self.epoch * 1009 + self.rank * 17 + generation) % 2**31,
+            prefetch_queue_depth=1,  # we keep two batches in flight ourselves (schedule_run per batch)
+        )
+        def pipe():
+            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
+            labels = fn.external_source(name="labels", dtype=types.INT64, ndim=0)
+            if train:
+                images = fn.decoders.image_random_crop(
+                    encoded,
+                    device=decoder_device,
+                    output_type=types.RGB,
+                    random_area=list(CROP_AREA),
+                    random_aspect_ratio=list(CROP_RATIO),
+                    num_attempts=100,
+                )
+                images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
+                mirror = fn.random.coin_flip(probability=0.5)
+            else:
+                images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
+                images = fn.resize(images, resize_shorter=eval_resize(size), antialias=True)
+                mirror = 0
+            images = fn.crop_mirror_normalize(
+                images,
+                dtype=types.FLOAT,
+                output_layout="HWC" if self.channels_last else "CHW",
+                crop=(size, size),
+                mean=list(MEAN),
+                std=list(STD),
+                mirror=mirror,
+            )
+            if self.gpu:
+                labels = labels.gpu()
+            return images, labels
+
+        p = pipe()
+        p.build()
+        return p
+
+    def _encode_batch(self, batch: list[tuple[int, int]]) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+        data, labels, indices = [], [], []
+        for index, _ in batch:
+            path = self.files.files[index]
+            if path in self._bad_set:
+                continue
+            encoded, why = read_encoded(path)
+            if encoded is None:
+                self._mark_bad(path, why)
+                continue
+            data.append(encoded)
+            labels.append(self.files.labels[index])
+            indices.append(index)
+        return data, np.asarray(labels, dtype=np.int64), indices
+
+    def _mark_bad(self, path: str, why: str) -> None:
+        if path not in self._bad_set:
+            self._bad_set.add(path)
+            self.bad_files.append((path, why))
+
+    def _to_torch(self, images, labels) -> tuple[Tensor, Tensor]:
+        from nvidia.dali.plugin.pytorch import feed_ndarray
+
+        if self.gpu:
+            images, labels = images.as_tensor(), labels.as_tensor()
+            x = torch.empty(images.shape(), dtype=torch.float32, device=self.device)
+            y = torch.empty(labels.shape(), dtype=torch.int64, device=self.device)
+            stream = torch.cuda.current_stream(self.device)
+            feed_ndarray(images, x, cuda_stream=stream)
+            feed_ndarray(labels, y, cuda_stream=stream)
+        else:
+            x = torch.from_numpy(images.as_array())
+            y = torch.from_numpy(labels.as_array().reshape(-1))
+            x = x.to(self.device, non_blocking=True)
+            y = y.to(self.device, non_blocking=True)
+        if self.channels_last:
+            x = x.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: exactly torch's channels_last layout
+        return x, y
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        todo = deque(self.epoch_batches()[self.start_batch :])
+        generation = 0
+        while todo:
+            pipe = self._build(generation)
+            in_flight: deque = deque()
+            try:
+                while todo or in_flight:
+                    while todo and len(in_flight) < 2:
+                        data, labels, indices = self._encode_batch(todo.popleft())
+                        if not data:
+                            continue
+                        pipe.feed_input("encoded", data)
+                        pipe.feed_input("labels", labels)
+                        pipe.schedule_run()
+                        in_flight.append(indices)
+                    if not in_flight:
+                        break
+                    outputs = pipe.outputs()
+                    in_flight.popleft()
+                    images, labels = self._to_torch(*outputs)
+                    yield images, labels
+            except StopIteration:
+                return
+            except Exception as e:  # DALI raises RuntimeError subclasses; one bad file must not end the run
+                if not in_flight:
+                    raise
+                failed = in_flight.popleft()
+                if not self._find_undecodable([self.files.files[i] for i in failed], str(e)):
+                    raise
+                # Re-feed the failed batch without the bad files, then whatever was in flight behind it.
+                for indices in reversed([failed, *in_flight]):
+                    todo.appendleft([(i, 0) for i in indices])
+                generation += 1
+            finally:
+                del pipe
+
+    def _find_undecodable(self, paths: list[str], error: str) -> list[str]:
+        """Files DALI choked on: the one the error names, else each file that PIL cannot fully decode."""
+        from rn50.data.check import decode_error
+
+        named = [p for p in paths if p in error]
+        found = []
+        for p in named or paths:
+            why = decode_error(p)
+            if why is not None or p in named:
+                self._mark_bad(p, why or "DALI could not decode it")
+                found.append(p)
+        return found

@@ -1,0 +1,220 @@
+"""The `pytorch` backend: torchvision.io decode in DataLoader workers, crop before resize, uint8 batches in pinned
+memory, normalisation and layout on the device, prefetched on a side stream on CUDA."""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rn50.data.loaders import FileList, normalize_on_device, shard_batches
+from rn50.data.transforms import CROP_AREA, CROP_RATIO, eval_resize
+from rn50.recipes import Recipe
+
+
+def decode_rgb(path: str) -> Tensor:
+    """uint8 RGB CHW from any image file, whatever its name says: JPEG (grayscale, CMYK, progressive), PNG, ...
+
+    torchvision's libjpeg-turbo/libpng decoders first (fast, work on a uint8 tensor); PIL for the rest.
+    Raises on data nobody can decode.
+    """
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    data = read_file(path)
+    try:
+        return decode_image(data, mode=ImageReadMode.RGB)
+    except (RuntimeError, ValueError):
+        pass
+    from PIL import Image
+
+    with Image.open(path) as im:
+        im = im.convert("RGB")
+        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+
+
+def random_resized_crop_box(height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
+    """(top, left, h, w) with area in CROP_AREA of the image and aspect in CROP_RATIO; centre crop as fallback."""
+    area = height * width
+    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*CROP_AREA)
+        ratio = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    ratio = width / height
+    if ratio < CROP_RATIO[0]:
+        w, h = width, round(width / CROP_RATIO[0])
+    elif ratio > CROP_RATIO[1]:
+        h, w = height, round(height * CROP_RATIO[1])
+    else:
+        w, h = width, height
+    h, w = max(1, min(h, height)), max(1, min(w, width))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
+    """The region that `resize shorter side to eval_resize(size), centre crop size` keeps, in source pixels."""
+    side = max(1, min(height, width, round(min(height, width) * image_size / eval_resize(image_size))))
+    return (height - side) // 2, (width - side) // 2, side, side
+
+
+class ImageDataset(torch.utils.data.Dataset):
+    """Items are (index, augmentation seed) -> (uint8 CHW image, label) or (None, path, reason) if undecodable."""
+
+    def __init__(self, files: FileList, image_size: int, train: bool) -> None:
+        self.files, self.labels = files.files, files.labels
+        self.image_size, self.train = image_size, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: tuple[int, int]):
+        from torchvision.transforms.v2 import functional as TF
+
+        index, aug_seed = item
+        path = self.files[index]
+        try:
+            image = decode_rgb(path)
+        except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
+            return None, path, f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        _, height, width = image.shape
+        if self.train:
+            rng = random.Random(aug_seed)
+            top, left, h, w = random_resized_crop_box(height, width, rng)
+            flip = rng.random() < 0.5
+        else:
+            top, left, h, w = center_crop_box(height, width, self.image_size)
+            flip = False
+        # Crop first, then resize only the kept pixels.
+        image = image[:, top : top + h, left : left + w]
+        image = TF.resize(image, [self.image_size, self.image_size], antialias=True)
+        if flip:
+            image = image.flip(-1)
+        return image, self.labels[index]
+
+
+def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
+    good = [s for s in samples if s[0] is not None]
+    bad = [(s[1], s[2]) for s in samples if s[0] is None]
+    if not good:
+        return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), bad
+    return torch.stack([s[0] for s in good]), torch.tensor([s[1] for s in good], dtype=torch.int64), bad
+
+
+def _worker_init(_: int) -> None:
+    torch.set_num_threads(1)  # one decode thread per worker process; the workers are the parallelism
+
+
+class _EpochBatches:
+    """The batch sampler: re-read on every `iter()` so `set_epoch` takes effect with persistent workers."""
+
+    def __init__(self, owner: TorchLoader) -> None:
+        self.owner = owner
+
+    def __iter__(self):
+        return iter(self.owner.epoch_batches()[self.owner.start_batch :])
+
+    def __len__(self) -> int:
+        return len(self.owner.epoch_batches()) - self.owner.start_batch
+
+
+class TorchLoader:
+    def __init__(
+        self,
+        files: FileList,
+        recipe: Recipe,
+        device: torch.device,
+        rank: int,
+        world_size: int,
+        seed: int,
+        workers: int,
+        accumulation: int = 1,
+    ) -> None:
+        self.files = files
+        self.train = files.split == "train"
+        self.batch_size, self.rank, self.world_size = recipe.batch_size, rank, world_size
+        self.seed, self.accumulation, self.device = seed, accumulation, device
+        self.memory_format = torch.channels_last if recipe.memory_format == "channels_last" else torch.contiguous_format
+        self.epoch, self.start_batch = 0, 0
+        self.bad_files: list[tuple[str, str]] = []
+        self._batches: tuple[int, list] | None = None
+        pin = device.type == "cuda"
+        self.loader = torch.utils.data.DataLoader(
+            ImageDataset(files, recipe.image_size, self.train),
+            batch_sampler=_EpochBatches(self),
+            num_workers=workers,
+            collate_fn=collate,
+            pin_memory=pin,
+            worker_init_fn=_worker_init if workers else None,
+            persistent_workers=workers > 0,
+            prefetch_factor=4 if workers else None,
+        )
+        self.num_samples = sum(len(b) for b in self.epoch_batches())
+
+    def epoch_batches(self) -> list:
+        if self._batches is None or self._batches[0] != self.epoch:
+            batches = shard_batches(
+                len(self.files),
+                self.batch_size,
+                self.rank,
+                self.world_size,
+                self.train,
+                self.seed,
+                self.epoch,
+                self.accumulation,
+            )
+            self._batches = (self.epoch, batches)
+        return self._batches[1]
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches())
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch
+
+    def close(self) -> None:
+        """Stop the persistent worker processes now (rather than whenever the garbage collector runs)."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+    def _to_device(self, batch) -> tuple[Tensor, Tensor]:
+        images, labels, bad = batch
+        self.bad_files += bad
+        return (
+            normalize_on_device(images, self.device, self.memory_format),
+            labels.to(self.device, non_blocking=True),
+        )
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        if self.device.type != "cuda":
+            for batch in self.loader:
+                if batch[0].numel():
+                    yield self._to_device(batch)
+                else:
+                    self.bad_files += batch[2]
+            return
+        # CUDA: copy and normalise batch k+1 on a side stream while the model runs batch k.
+        stream = torch.cuda.Stream(self.device)
+        pending = None
+        for batch in self.loader:
+            if not batch[0].numel():
+                self.bad_files += batch[2]
+                continue
+            with torch.cuda.stream(stream):
+                ready = self._to_device(batch)
+            if pending is not None:
+                yield pending
+            torch.cuda.current_stream(self.device).wait_stream(stream)
+            for t in ready:
+                t.record_stream(torch.cuda.current_stream(self.device))
+            pending = ready
+        if pending is not None:
+            yield pending

@@ -1,0 +1,137 @@
+"""Process groups, torchrun relaunch, per-rank seeds and rank-0 logging."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import sys
+from datetime import timedelta
+
+import torch
+import torch.distributed as torch_dist
+
+from rn50.errors import UserError
+
+log = logging.getLogger("rn50.train")
+
+
+def env_rank() -> tuple[int, int, int]:
+    """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when launched standalone."""
+    return (
+        int(os.environ.get("RANK", "0")),
+        int(os.environ.get("WORLD_SIZE", "1")),
+        int(os.environ.get("LOCAL_RANK", "0")),
+    )
+
+
+def pick_device_kind(requested: str | None = None) -> str:
+    """'cuda' when present (or asked for), else 'cpu'."""
+    if requested in (None, "auto"):
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if requested not in ("cuda", "cpu"):
+        raise UserError(f"--device must be cuda, cpu or auto, not {requested!r}")
+    if requested == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+    return requested
+
+
+def init_distributed(device_kind: str = "auto") -> tuple[int, int, int, torch.device]:
+    """Join the process group torchrun set up (NCCL on CUDA, gloo on CPU); a no-op for a single process.
+
+    Returns (rank, world_size, local_rank, device).
+    """
+    kind = pick_device_kind(device_kind)
+    rank, world_size, local_rank = env_rank()
+    if kind == "cuda":
+        if local_rank >= torch.cuda.device_count():
+            raise UserError(
+                f"local rank {local_rank} but only {torch.cuda.device_count()} GPU(s) visible; lower --gpus"
+            )
+        torch.cuda.set_device(local_rank)
+        device = torch.device("cuda", local_rank)
+    else:
+        device = torch.device("cpu")
+    if world_size > 1 and not torch_dist.is_initialized():
+        backend = "nccl" if kind == "cuda" else "gloo"
+        kwargs = {"device_id": device} if kind == "cuda" else {}
+        torch_dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
+    return rank, world_size, local_rank, device
+
+
+def is_distributed() -> bool:
+    return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
+
+
+def barrier() -> None:
+    if is_distributed():
+        torch_dist.barrier()
+
+
+def cleanup() -> None:
+    if torch_dist.is_available() and torch_dist.is_initialized():
+        torch_dist.destroy_process_group()
+
+
+def torchrun_command(
+    module_args: list[str],
+    nproc: int,
+    nnodes: int = 1,
+    node_rank: int = 0,
+    rdzv_endpoint: str | None = None,
+) -> list[str]:
+    """An argv that runs `python -m <module_args...>` under torchrun with `nproc` processes per node."""
+    if nproc < 1:
+        raise UserError(f"--gpus must be >= 1, got {nproc}")
+    if nnodes < 1:
+        raise UserError(f"--nnodes must be >= 1, got {nnodes}")
+    if not 0 <= node_rank < nnodes:
+        raise UserError(f"--node-rank must be in [0, {nnodes - 1}], got {node_rank}")
+    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
+    if nnodes == 1 and rdzv_endpoint is None:
+        # A free port on this host, so two single-node runs on one machine do not collide.
+        cmd.append("--standalone")
+    else:
+        if rdzv_endpoint is None:
+            raise UserError("multi-node runs need --rdzv-endpoint HOST:PORT (the same on every node)")
+        cmd += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
+    return cmd + ["-m", *module_args]
+
+
+def seed_everything(seed: int, rank: int = 0) -> int:
+    """Seed python, numpy and torch with `seed + rank` so ranks draw different random numbers; returns it."""
+    import numpy as np
+
+    rank_seed = seed + rank
+    random.seed(rank_seed)
+    np.random.seed(rank_seed % 2**32)
+    torch.manual_seed(rank_seed)
+    return rank_seed
+
+
+class RankFilter(logging.Filter):
+    """Let records through on global rank 0 only (warnings and errors from every rank)."""
+
+    def __init__(self, rank: int) -> None:
+        super().__init__()
+        self.rank = rank
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.rank == 0 or record.levelno >= logging.WARNING
+
+
+def setup_logging(rank: int, level: int = logging.INFO) -> None:
+    """Rich console logging for rn50.*, filtered to rank 0."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("rn50")
+    for h in list(logger.handlers):
+        if getattr(h, "_rn50", False):
+            logger.removeHandler(h)
+    handler = RichHandler(show_path=False, rich_tracebacks=False, markup=False)
+    handler._rn50 = True  # type: ignore[attr-defined]
+    handler.addFilter(RankFilter(rank))
+    handler.setFormatter(logging.Formatter(f"[rank {rank}] %(message)s" if rank else "%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
