@@ -1,0 +1,669 @@
+"""`rn50 bench train`: training img/s over 1, 2, 4 ... N workers, mixed vs full precision (weak scaling).
+
+Each worker count is one torchrun launch of this module (`python -m rn50.bench.scaling --worker SPEC`); every rank
+runs the trainer's own step (`rn50.train.step`) for `warmup` then `iters` iterations per precision. Img/s is the
+global images of the timed iterations over their wall time, taken between two synchronise+barrier points; rank 0
+writes it. The launcher runs in its own session and every rank records its pid, so a crash, a hang (timeout) or a
+Ctrl-C ends with one message and no process left behind.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rn50.errors import UserError
+from rn50.io import atomic_write_json
+
+log = logging.getLogger("rn50.bench")
+
+IMAGENET_TRAIN_IMAGES = 1_281_167
+ESTIMATE_EPOCHS = 90
+MIXED = ("fp16", "bf16")
+FULL = ("tf32", "fp32")
+PRECISION_WORDS = ("mixed", "full", *MIXED, *FULL)
+BACKENDS = ("synthetic", "pytorch", "dali-cpu", "dali-gpu")
+# Test hook: "RANK:ITER[:kill|raise|hang]" makes that rank fail at that iteration, counted over all precisions.
+FAIL_ENV = "RN50_BENCH_FAIL"
+TERM_GRACE_S = 40.0  # torchrun's own SIGTERM -> SIGKILL grace for its ranks is 30 s
+
+
+@dataclass(frozen=True)
+class TrainBenchConfig:
+    gpus: int = 8  # largest worker count per node; the sweep is 1, 2, 4 ... gpus
+    device: str = "cuda"
+    batch: int = 256  # per worker
+    warmup: int = 20
+    iters: int = 100
+    precisions: tuple[str, ...] = ("mixed", "full")
+    data: Path | None = None
+    backend: str | None = None  # None: synthetic without --data, else dali-gpu on CUDA / pytorch on CPU
+    recipe: str = "dgxa100-fp16-90"
+    image_size: int = 224
+    num_classes: int = 1000
+    workers: int | None = None  # data-loading workers per rank (real data only)
+    nnodes: int = 1
+    node_rank: int = 0
+    rdzv_endpoint: str | None = None
+    out: Path = Path("bench-results")
+    timeout: float = 1800.0  # seconds per worker count
+    compile: bool = False  # torch.compile the model (compile time falls in the warmup)
+
+    def resolved(self) -> TrainBenchConfig:
+        """With the default backend filled in."""
+        if self.backend is not None:
+            return self
+        backend = "synthetic" if self.data is None else "dali-gpu" if self.device == "cuda" else "pytorch"
+        return dataclasses.replace(self, backend=backend)
+
+    def validate(self) -> None:
+        def need(ok: bool, msg: str) -> None:
+            if not ok:
+                raise UserError(msg)
+
+        need(self.gpus >= 1, f"--gpus must be >= 1, got {self.gpus}")
+        need(self.device in ("cuda", "cpu"), f"--device must be cuda or cpu, not {self.device!r}")
+        need(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
+        need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
+        need(self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
+        need(self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}")
+        need(self.timeout > 0, f"--timeout must be > 0 seconds, got {self.timeout}")
+        need(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
+        need(0 <= self.node_rank < self.nnodes, f"--node-rank must be in [0, {self.nnodes - 1}], got {self.node_rank}")
+        need(
+            self.nnodes == 1 or self.rdzv_endpoint is not None,
+            "multi-node runs need --rdzv-endpoint HOST:PORT (the same on every node)",
+        )
+        if self.rdzv_endpoint is not None:
+            need(
+                re.fullmatch(r"[^\s:]+:\d{1,5}", self.rdzv_endpoint) is not None,
+                f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}",
+            )
+        need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "synthetic":
+            need(self.data is None, "--data given with --backend synthetic; pick a backend that reads it")
+        else:
+            need(self.data is not None, f"--backend {self.backend} reads a dataset: give --data DIR")
+            need(Path(self.data, "train").is_dir(), f"no train/ folder under {self.data}; point --data at the root")
+        if self.backend == "dali-gpu":
+            need(self.device == "cuda", "--backend dali-gpu needs --device cuda; use dali-cpu or pytorch on CPU")
+        if self.device == "cuda":
+            import torch
+
+            need(torch.cuda.is_available(), "--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
+            n = torch.cuda.device_count()
+            need(self.gpus <= n, f"--gpus {self.gpus} but only {n} GPU(s) visible on this node")
+
+
+def worker_counts(n: int) -> list[int]:
+    """1, 2, 4 ... below n, then n itself (n need not be a power of two)."""
+    counts = [1]
+    while counts[-1] * 2 < n:
+        counts.append(counts[-1] * 2)
+    if counts[-1] != n:
+        counts.append(n)
+    return counts
+
+
+@dataclass(frozen=True)
+class Precision:
+    kind: str  # "mixed" or "full": the table column
+    name: str  # what runs: fp16, bf16, tf32 or fp32
+    note: str = ""
+
+
+def resolve_precisions(words: tuple[str, ...] | list[str], device: str) -> list[Precision]:
+    """Map 'mixed'/'full'/fp16/bf16/tf32/fp32 to what this device runs; at most one mixed and one full."""
+    if not words:
+        raise UserError("--precision needs at least one of mixed, full, fp16, bf16, tf32, fp32")
+    ampere = False
+    if device == "cuda":
+        import torch
+
+        ampere = torch.cuda.is_available() and torch.cuda.get_device_capability(0)[0] >= 8
+    out: list[Precision] = []
+    for word in words:
+        w = word.strip().lower()
+        if w not in PRECISION_WORDS:
+            raise UserError(f"unknown precision {word!r}: use mixed, full, fp16, bf16, tf32 or fp32")
+        kind = "mixed" if w in ("mixed", *MIXED) else "full"
+        if any(p.kind == kind for p in out):
+            raise UserError(f"give at most one mixed (fp16/bf16) and one full (fp32/tf32) precision; {word!r} repeats")
+        if kind == "mixed":
+            name, note = ("fp16" if w == "mixed" else w), ""
+            if device == "cpu" and name == "fp16":
+                name, note = "bf16", "fp16 autocast falls back to bf16 on CPU"
+        else:
+            name, note = ("tf32" if ampere else "fp32") if w == "full" else w, ""
+            if w == "tf32" and not ampere:
+                name, note = "fp32", "tf32 needs an Ampere or newer GPU; ran fp32"
+        out.append(Precision(kind, name, note))
+    return sorted(out, key=lambda p: p.kind != "mixed")
+
+
+def bench_recipe(base: str, precision: str, world_size: int, cfg: dict[str, Any]):
+    """The trainer's recipe for one benchmark configuration (what `rn50 train` would run at this size)."""
+    from rn50.recipes import get_recipe
+
+    return get_recipe(base).replace(
+        precision=precision,
+        memory_format="channels_last" if precision in MIXED else "contiguous",
+        gpus=world_size,
+        batch_size=cfg["batch"],
+        image_size=cfg["image_size"],
+        num_classes=cfg["num_classes"],
+        data_backend=cfg["backend"],
+        workers=cfg["workers"],
+    )
+
+
+# ---------------------------------------------------------------- worker (one per rank, under torchrun)
+
+
+def _write_status(run_dir: Path, rank: int, status: str, detail: str = "") -> None:
+    atomic_write_json(run_dir / f"rank{rank}.status.json", {"status": status, "detail": detail, "pid": os.getpid()})
+
+
+def _watch_parent() -> None:
+    """If torchrun dies (killed with SIGKILL, so it cannot clean up), take this rank and its loader workers down."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(1.0)
+            if os.getppid() != parent:
+                try:
+                    os.killpg(os.getpgid(0), signal.SIGKILL)
+                finally:
+                    os._exit(1)
+
+    threading.Thread(target=watch, name="rn50-parent-watch", daemon=True).start()
+
+
+def _fail_hook(rank: int) -> tuple[int, str] | None:
+    spec = os.environ.get(FAIL_ENV)
+    if not spec:
+        return None
+    parts = spec.split(":")
+    if int(parts[0]) != rank:
+        return None
+    return int(parts[1]), parts[2] if len(parts) > 2 else "kill"
+
+
+def _synchronize(device) -> None:
+    import torch
+    import torch.distributed as dist
+
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    if dist.is_available() and dist.is_initialized():
+        if device.type == "cuda":
+            dist.barrier(device_ids=[device.index])
+        else:
+            dist.barrier()
+
+
+def _cycle(loader):
+    """Batches across epoch ends (each epoch reshuffled, as in training)."""
+    epoch = 0
+    while True:
+        yielded = False
+        if hasattr(loader, "set_epoch"):
+            loader.set_epoch(epoch)
+        epoch += 1
+        for batch in loader:
+            yielded = True
+            yield batch
+        if not yielded:
+            raise UserError("the data loader yielded no batch; is the dataset smaller than one global batch?")
+
+
+def run_worker(spec_path: Path) -> None:
+    """Body of one rank: time the trainer step for each precision in the spec; rank 0 writes the global figures."""
+    spec = json.loads(Path(spec_path).read_text())
+    run_dir = Path(spec["run_dir"])
+    rank = int(os.environ.get("RANK", "0"))
+    # Everything this rank prints, from here on, goes to its own log file (named in any failure message).
+    log_file = open(run_dir / f"rank{rank}.log", "a", buffering=1)  # noqa: SIM115 - lives as long as the process
+    os.dup2(log_file.fileno(), 1)
+    os.dup2(log_file.fileno(), 2)
+    logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(message)s", stream=sys.stderr)
+    (run_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
+    _write_status(run_dir, rank, "running")
+    _watch_parent()
+
+    def on_term(signum, frame):  # torchrun stops the healthy ranks with SIGTERM when another one fails
+        _write_status(run_dir, rank, "terminated", "stopped by the launcher")
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+    try:
+        result = _run_timed(spec, rank, run_dir)
+    except BaseException as e:
+        _write_status(run_dir, rank, "error", f"{type(e).__name__}: {e}")
+        raise
+    atomic_write_json(run_dir / f"rank{rank}.result.json", result)
+    _write_status(run_dir, rank, "done")
+
+
+def _run_timed(spec: dict[str, Any], rank_env: int, run_dir: Path) -> dict[str, Any]:
+    import torch
+
+    from rn50.data.loaders import make_loader
+    from rn50.train.dist import cleanup, init_distributed
+    from rn50.train.step import build_state, train_step
+
+    rank, world_size, local_rank, device = init_distributed(spec["device"])
+    fail = _fail_hook(rank)
+    log.info("rank %d/%d on %s, pid %d", rank, world_size, device, os.getpid())
+    results: dict[str, Any] = {"rank": rank, "world_size": world_size, "local_rank": local_rank, "precisions": {}}
+    step_index = 0
+    for prec in spec["precisions"]:
+        recipe = bench_recipe(spec["recipe"], prec["name"], world_size, spec)
+        state = build_state(recipe, device, distributed=world_size > 1, compile=spec["compile"], rank=rank)
+        data = spec["data"]
+        loader = make_loader(
+            Path(data) if data else None,
+            "train",
+            recipe,
+            spec["backend"],
+            device,
+            rank=rank,
+            world_size=world_size,
+            seed=0,
+            workers=spec["workers"],
+        )
+        batches = _cycle(loader)
+        loss = None
+        for phase, n in (("warmup", spec["warmup"]), ("timed", spec["iters"])):
+            if phase == "timed":
+                _synchronize(device)
+                start = time.perf_counter()
+            for _ in range(n):
+                if fail is not None and step_index == fail[0]:
+                    log.error("%s: dying at iteration %d on purpose (%s)", FAIL_ENV, step_index, fail[1])
+                    if fail[1] == "raise":
+                        raise RuntimeError(f"{FAIL_ENV} asked rank {rank} to fail")
+                    if fail[1] == "hang":
+                        while True:
+                            time.sleep(1)
+                    os.kill(os.getpid(), signal.SIGKILL)
+                images, labels = next(batches)
+                loss = train_step(state, images, labels)
+                step_index += 1
+        _synchronize(device)
+        elapsed = time.perf_counter() - start
+        final_loss = float(loss.detach().float().item()) if loss is not None else math.nan
+        images_timed = spec["iters"] * spec["batch"] * world_size
+        entry = {
+            "precision": state.precision,  # what the trainer really ran
+            "kind": prec["kind"],
+            "seconds": elapsed,
+            "local_images": spec["iters"] * spec["batch"],
+            "global_images": images_timed,
+            "img_per_s": images_timed / elapsed,
+            "final_loss": final_loss,
+        }
+        if device.type == "cuda":
+            entry["max_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
+            torch.cuda.reset_peak_memory_stats(device)
+        results["precisions"][prec["name"]] = entry
+        log.info("%s: %.1f img/s (%d images in %.3f s), loss %.4f", prec["name"], entry["img_per_s"],
+                 images_timed, elapsed, final_loss)  # fmt: skip
+        del state, loader, batches
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    cleanup()
+    return results
+
+
+# ---------------------------------------------------------------- launcher (one torchrun per worker count)
+
+
+def _proc_alive_with(pid: int, marker: str) -> bool:
+    """True if `pid` runs and its command line mentions `marker` (guards against a reused pid)."""
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return False
+    return marker in cmdline
+
+
+def _kill_leftovers(run_dir: Path, marker: str) -> list[int]:
+    """SIGKILL every rank of this run (and its loader workers) still alive; returns their pids."""
+    killed = []
+    for pid_file in run_dir.glob("rank*.pid"):
+        try:
+            pid = int(pid_file.read_text().strip())
+        except (OSError, ValueError):
+            continue
+        if _proc_alive_with(pid, marker):
+            try:
+                os.killpg(pid, signal.SIGKILL)  # torchrun starts each rank in its own session: pgid == pid
+            except ProcessLookupError:
+                pass
+            except PermissionError:
+                os.kill(pid, signal.SIGKILL)
+            killed.append(pid)
+    return killed
+
+
+def _stop_run(proc: subprocess.Popen, run_dir: Path, marker: str) -> None:
+    """End a hung or interrupted run, leaving no process behind.
+
+    Ranks that registered get SIGKILL (one blocked inside a collective would sit on SIGTERM); torchrun gets SIGTERM,
+    so it stops the ranks it still knows (one that is still starting); its session gets SIGKILL if it lingers.
+    """
+    if proc.poll() is None:
+        _kill_leftovers(run_dir, marker)
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)
+            proc.wait(timeout=TERM_GRACE_S)
+        except subprocess.TimeoutExpired:
+            try:
+                os.killpg(proc.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            proc.wait()
+        except ProcessLookupError:
+            pass
+    _kill_leftovers(run_dir, marker)
+
+
+_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+
+
+def _exit_reason(code: int) -> str:
+    if code < 0:
+        try:
+            return f"killed by {signal.Signals(-code).name}"
+        except ValueError:
+            return f"killed by signal {-code}"
+    return f"exited with code {code}"
+
+
+def _failed_rank(run_dir: Path, launcher_log: Path) -> tuple[int | None, str]:
+    """The rank that failed first and why, from torchrun's root-cause report, refined by the ranks' own status."""
+    text = launcher_log.read_text(errors="replace") if launcher_log.exists() else ""
+    statuses: dict[int, dict[str, Any]] = {}
+    for f in run_dir.glob("rank*.status.json"):
+        try:
+            statuses[int(f.name[4:].split(".")[0])] = json.loads(f.read_text())
+        except (OSError, ValueError):
+            continue
+    silent = sorted(r for r, s in statuses.items() if s.get("status") == "running")  # died without a word
+    m = _ROOT_CAUSE.search(text)
+    if m:
+        rank, code = int(m.group(1)), int(m.group(2))
+        # Race: a healthy rank can raise "connection closed by peer" before torchrun sees the killed one.
+        if statuses.get(rank, {}).get("status") == "error" and silent:
+            return silent[0], "died without an error (killed or crashed)"
+        detail = statuses.get(rank, {}).get("detail", "")
+        return rank, _exit_reason(code) + (f": {detail}" if detail else "")
+    errors = sorted(r for r, s in statuses.items() if s.get("status") == "error")
+    if silent:
+        return silent[0], "died without an error (killed or crashed)"
+    if errors:
+        return errors[0], statuses[errors[0]].get("detail", "")
+    return None, ""
+
+
+def _launch_command(spec_path: Path, nproc: int, cfg: TrainBenchConfig, tag: str) -> list[str]:
+    from rn50.train.dist import torchrun_command
+
+    cmd = torchrun_command(
+        ["rn50.bench.scaling", "--worker", str(spec_path)],
+        nproc,
+        nnodes=cfg.nnodes,
+        node_rank=cfg.node_rank,
+        rdzv_endpoint=cfg.rdzv_endpoint,
+    )
+    # One launch per worker count reuses the endpoint; a distinct rendezvous id keeps a slow node from joining the
+    # previous (finished) one. torchrun stops every rank when one fails (no elastic restarts in a benchmark).
+    extra = ["--max-restarts=0"]
+    if cfg.nnodes > 1 or cfg.rdzv_endpoint is not None:
+        extra.append(f"--rdzv-id=rn50-bench-{tag}")
+    at = cmd.index("torch.distributed.run") + 1
+    return cmd[:at] + extra + cmd[at:]
+
+
+def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log_root: Path) -> dict[str, Any] | None:
+    """One torchrun launch with `nproc` ranks on this node; rank 0's figures (None on other nodes)."""
+    total = nproc * cfg.nnodes
+    tag = f"{total}w"
+    run_dir = (log_root / tag).resolve()
+    run_dir.mkdir(parents=True, exist_ok=False)
+    spec_path = run_dir / "spec.json"
+    spec = {
+        "run_dir": str(run_dir),
+        "device": cfg.device,
+        "batch": cfg.batch,
+        "warmup": cfg.warmup,
+        "iters": cfg.iters,
+        "precisions": [asdict(p) for p in precisions],
+        "data": str(Path(cfg.data).resolve()) if cfg.data else None,
+        "backend": cfg.backend,
+        "recipe": cfg.recipe,
+        "image_size": cfg.image_size,
+        "num_classes": cfg.num_classes,
+        "workers": cfg.workers,
+        "compile": cfg.compile,
+    }
+    atomic_write_json(spec_path, spec)
+    cmd = _launch_command(spec_path, nproc, cfg, tag)
+    env = dict(os.environ)
+    if cfg.device == "cpu" and "OMP_NUM_THREADS" not in env:
+        # Share the cores between the ranks (torchrun would pin every rank to one thread).
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    launcher_log = run_dir / "torchrun.log"
+    log.info("%d worker(s): %s", total, " ".join(cmd))
+    with open(launcher_log, "w") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+    timed_out = False
+    try:
+        proc.wait(timeout=cfg.timeout)
+    except subprocess.TimeoutExpired:
+        timed_out = True
+    finally:
+        # Also on Ctrl-C: no rank outlives the benchmark.
+        _stop_run(proc, run_dir, str(spec_path))
+    if timed_out:
+        raise UserError(
+            f"bench train with {total} worker(s) did not finish within {cfg.timeout:g} s (a hang, or raise --timeout);"
+            f" stopped it; logs: {run_dir}"
+        )
+    if proc.returncode != 0:
+        rank, why = _failed_rank(run_dir, launcher_log)
+        if rank is None:
+            raise UserError(
+                f"bench train with {total} worker(s): the launcher {_exit_reason(proc.returncode)}; log: {launcher_log}"
+            )
+        why = why.splitlines()[0] if why else "failed"
+        raise UserError(
+            f"bench train with {total} worker(s): rank {rank} {why}; its log: {run_dir / f'rank{rank}.log'}"
+            f" (launcher log: {launcher_log})"
+        )
+    result_file = run_dir / "rank0.result.json"
+    if not result_file.exists():
+        if cfg.node_rank != 0:
+            return None  # rank 0 runs on node 0, which writes the table
+        raise UserError(f"bench train with {total} worker(s) finished but rank 0 wrote no result; logs: {run_dir}")
+    result = json.loads(result_file.read_text())
+    ranks = []
+    for f in sorted(run_dir.glob("rank*.result.json")):
+        r = json.loads(f.read_text())
+        ranks.append({"rank": r["rank"], **{p: v["seconds"] for p, v in r["precisions"].items()}})
+    result["rank_seconds"] = ranks
+    result["logs"] = str(run_dir)
+    return result
+
+
+@dataclass
+class TrainBenchReport:
+    config: dict[str, Any]
+    precisions: list[Precision]
+    rows: list[dict[str, Any]] = field(default_factory=list)  # one per worker count, flat (see COLUMNS)
+    env: dict[str, Any] = field(default_factory=dict)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def caption(self) -> str:
+        return caption(self)
+
+
+# The seed's columns, then the 90-epoch estimate (one column per precision).
+COLUMNS = (
+    ("gpus", "GPUs"),
+    ("mixed_img_s", "mixed img/s"),
+    ("full_img_s", "full img/s"),
+    ("mixed_speedup", "mixed speedup"),
+    ("mixed_weak_scaling", "mixed weak scaling"),
+    ("full_weak_scaling", "full weak scaling"),
+    ("mixed_90ep_hours", f"mixed {ESTIMATE_EPOCHS} epochs (h)"),
+    ("full_90ep_hours", f"full {ESTIMATE_EPOCHS} epochs (h)"),
+)
+
+
+def run_train_bench(cfg: TrainBenchConfig) -> TrainBenchReport:
+    """Sweep 1, 2, 4 ... N workers per node through torchrun; write JSON, CSV, Markdown and a PNG into cfg.out."""
+    from rn50.env import capture_env
+
+    cfg = cfg.resolved()
+    cfg.validate()
+    precisions = resolve_precisions(cfg.precisions, cfg.device)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    log_root = Path(cfg.out) / "logs" / f"train-{stamp}-node{cfg.node_rank}"
+    report = TrainBenchReport(config=_config_dict(cfg), precisions=precisions)
+    report.config["logs"] = str(log_root)
+    load_before = os.getloadavg()
+    for nproc in worker_counts(cfg.gpus):
+        result = _run_one(cfg, precisions, nproc, log_root)
+        if result is None:
+            continue
+        row: dict[str, Any] = {"gpus": result["world_size"], "nodes": cfg.nnodes, "gpus_per_node": nproc}
+        for i, p in enumerate(precisions):
+            r = result["precisions"][p.name]
+            if r["precision"] != p.name:  # label what the trainer really ran, should it differ
+                precisions[i] = p = Precision(p.kind, r["precision"], f"asked for {p.name}; the trainer ran it so")
+            row[f"{p.kind}_precision"] = r["precision"]
+            row[f"{p.kind}_img_s"] = r["img_per_s"]
+            for key in ("seconds", "global_images", "final_loss", "max_memory_gib"):
+                if key in r:
+                    row[f"{p.kind}_{key}"] = r[key]
+        row["rank_seconds"] = result["rank_seconds"]
+        row["logs"] = result["logs"]
+        report.rows.append(row)
+    if not report.rows:
+        log.info("node %d finished its ranks; node 0 writes the table", cfg.node_rank)
+        return report
+    _derive(report)
+    report.env = capture_env()
+    # The machine's load during the run: figures taken on a busy machine are disturbed.
+    report.env["loadavg"] = list(os.getloadavg())
+    report.env["loadavg_before"] = list(load_before)
+    report.files = write_outputs(report, Path(cfg.out))
+    return report
+
+
+def _config_dict(cfg: TrainBenchConfig) -> dict[str, Any]:
+    d = asdict(cfg)
+    d["out"] = str(cfg.out)
+    d["data"] = str(cfg.data) if cfg.data else None
+    d["precisions"] = list(cfg.precisions)
+    return d
+
+
+def _derive(report: TrainBenchReport) -> None:
+    """Speedup (mixed / full), weak scaling (vs the smallest run's per-GPU rate) and the 90-epoch estimate."""
+    base = report.rows[0]
+    for row in report.rows:
+        for kind in ("mixed", "full"):
+            rate = row.get(f"{kind}_img_s")
+            if rate is None:
+                continue
+            row[f"{kind}_weak_scaling"] = rate / (base[f"{kind}_img_s"] / base["gpus"])
+            row[f"{kind}_90ep_hours"] = ESTIMATE_EPOCHS * IMAGENET_TRAIN_IMAGES / rate / 3600
+        if "mixed_img_s" in row and "full_img_s" in row:
+            row["mixed_speedup"] = row["mixed_img_s"] / row["full_img_s"]
+
+
+def caption(report: TrainBenchReport) -> str:
+    c = report.config
+    words = [f"{p.kind} = {p.name}" + (f" ({p.note})" if p.note else "") for p in report.precisions]
+    unit = "GPU" if c["device"] == "cuda" else "CPU worker process (gloo; the GPUs column counts processes)"
+    data = "synthetic data" if c["backend"] == "synthetic" else f"{c['data']} via the {c['backend']} backend"
+    nodes = f", {c['nnodes']} nodes" if c["nnodes"] > 1 else ""
+    base = report.rows[0]["gpus"] if report.rows else 1
+    return (
+        f"ResNet-50 v1.5 training at {c['image_size']} px, batch {c['batch']} per {unit}, {data}{nodes}; "
+        f"{'; '.join(words)}; {c['iters']} timed iterations after {c['warmup']} warmup; img/s = global images over "
+        f"the synchronised wall time of the timed iterations; weak scaling = img/s / ({base}-worker img/s / {base}); "
+        f"{ESTIMATE_EPOCHS} epochs of {IMAGENET_TRAIN_IMAGES:,} images (ImageNet-1k) at that rate."
+    )
+
+
+def result_stem(report: TrainBenchReport) -> str:
+    import torch
+
+    from rn50.bench.report import file_tag
+    from rn50.env import short_device_name
+
+    precs = "-".join(p.name for p in report.precisions)
+    torch_ver = ".".join(torch.__version__.split("+")[0].split(".")[:2])
+    nodes = f"-{report.config['nnodes']}nodes" if report.config["nnodes"] > 1 else ""
+    device = short_device_name(report.config["device"])
+    return file_tag(f"train-{precs}-bs{report.config['batch']}-torch{torch_ver}-{device}{nodes}")
+
+
+def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
+    from rn50.bench.report import plot_lines, write_table
+
+    stem = out / result_stem(report)
+    paths = write_table(
+        report.rows,
+        COLUMNS,
+        stem,
+        "rn50 bench train: training img/s by worker count, mixed vs full precision",
+        report.env,
+        notes=[report.caption],
+        extra={"config": report.config, "precisions": [asdict(p) for p in report.precisions]},
+    )
+    gpus = [r["gpus"] for r in report.rows]
+    series = {}
+    for p in report.precisions:
+        series[f"{p.kind} ({p.name})"] = (gpus, [r[f"{p.kind}_img_s"] for r in report.rows])
+        per_worker = report.rows[0][f"{p.kind}_img_s"] / report.rows[0]["gpus"]
+        series[f"{p.kind}: linear scaling"] = (gpus, [per_worker * g for g in gpus])
+    paths["png"] = plot_lines(
+        series,
+        stem.with_name(stem.name + ".png"),
+        "GPUs" if report.config["device"] == "cuda" else "worker processes",
+        "img/s",
+        f"ResNet-50 v1.5 training, batch {report.config['batch']} per worker",
+    )
+    return {k: str(v) for k, v in paths.items()}
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) == 2 and argv[0] == "--worker":
+        run_worker(Path(argv[1]))
+        return
+    raise SystemExit("usage: python -m rn50.bench.scaling --worker SPEC.json (started by `rn50 bench train`)")
+
+
+if __name__ == "__main__":
+    main()
