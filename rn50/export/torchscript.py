@@ -1,0 +1,70 @@
+"""TorchScript export: traced, frozen (BN folded into the convolutions, weights inlined as constants).
+
+`torch.jit.optimize_for_inference` rewrites convolutions into MKL-DNN ops on CPU whose serialised form does not
+reload ("required keyword attribute 'value' is undefined"), so the saved file is the frozen graph and the loader
+applies optimize_for_inference in memory, on the device it will run on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rn50.errors import UserError
+from rn50.export.runner import Runner, with_precision
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    # torch >= 2.10 flags every torch.jit call as deprecated; the format still works and users ask for it.
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        yield
+
+
+def export_torchscript(
+    model: nn.Module, path: str | os.PathLike, precision: str = "fp32", image_size: int = 224, device: str = "cpu"
+) -> dict[str, Any]:
+    wrapped = with_precision(model, precision).to(device)
+    example = torch.randn(2, 3, image_size, image_size, device=device)
+    with _quiet(), torch.no_grad():
+        frozen = torch.jit.freeze(torch.jit.trace(wrapped, example))
+        torch.jit.save(frozen, os.fspath(path))
+    return {"traced": True, "frozen": True, "optimize_for_inference": "applied at load time"}
+
+
+class TorchScriptRunner(Runner):
+    format = "torchscript"
+
+    def __init__(self, path: str, precision: str, sidecar: dict, device: torch.device, optimize: bool = True):
+        with _quiet():
+            try:
+                module = torch.jit.load(path, map_location=device)
+            except RuntimeError as e:
+                first = str(e).strip().splitlines()[0]
+                raise UserError(f"cannot load TorchScript {path} on {device}: {first}") from None
+            module.eval()
+            if optimize:
+                module = torch.jit.optimize_for_inference(module)
+        self.module = module
+        super().__init__(path, precision, sidecar, device, f"torch.jit ({device.type})")
+
+    def run(self, x: Tensor) -> Tensor:
+        with torch.inference_mode():
+            return self.module(x)
+
+
+def load_torchscript(path: str | os.PathLike, device: torch.device, sidecar: dict) -> TorchScriptRunner:
+    exported_on = sidecar.get("export_device", "cpu")
+    if torch.device(exported_on).type != device.type:
+        raise UserError(
+            f"{path} was traced on {exported_on} (device-specific constants); re-export with --device {device.type}"
+        )
+    return TorchScriptRunner(os.fspath(Path(path)), sidecar.get("precision", "fp32"), sidecar, device)
