@@ -280,7 +280,7 @@ def export_model(
             from rn50.export.triton import write_config
 
             sidecar["triton"] = write_config(
-                tmp / "rn50", triton_backend, precision, num_classes, image_size, max_batch
+                tmp / "rn50", triton_backend, precision, num_classes, image_size, max_batch, device=str(dev)
             )
         from rn50.io import atomic_write_json
 
