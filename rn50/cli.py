@@ -245,16 +245,123 @@ def bench_infer(ctx: typer.Context) -> None:
     raise UserError("`rn50 bench infer` is not built yet")
 
 
-@bench_app.command("train", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_train(ctx: typer.Context) -> None:
-    """Training weak-scaling benchmark (not built yet)."""
-    raise UserError("`rn50 bench train` is not built yet")
+@bench_app.command("train")
+def bench_train(
+    gpus: Annotated[
+        int | None, typer.Option(help="Largest worker count per node; runs 1, 2, 4 ... N. Default: all GPUs (CPU: 1).")
+    ] = None,
+    device: Annotated[str, typer.Option(help="cuda (NCCL) or cpu (gloo worker processes).")] = "cuda",
+    batch: Annotated[int, typer.Option(help="Images per worker per iteration.")] = 256,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations first (cuDNN autotune, compile).")] = 20,
+    iters: Annotated[int, typer.Option(help="Timed iterations.")] = 100,
+    precision: Annotated[
+        list[str] | None,
+        typer.Option(help="mixed,full (default) or fp16, bf16, tf32, fp32; comma-separated or repeated."),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="ImageNet-layout folder; default synthetic data.")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="synthetic, pytorch, dali-cpu or dali-gpu (default: dali-gpu with --data).")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="Data-loading workers per rank (real data).")] = None,
+    recipe: Annotated[str, typer.Option(help="Recipe the step is built from (model, optimizer).")] = "dgxa100-fp16-90",
+    image_size: Annotated[int, typer.Option(help="Input size in pixels.")] = 224,
+    num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    sweep: Annotated[bool, typer.Option("--sweep/--no-sweep", help="Run 1, 2, 4 ... N workers, or only N.")] = True,
+    nnodes: Annotated[int, typer.Option(help="Nodes (run the same command on each).")] = 1,
+    node_rank: Annotated[int, typer.Option(help="This node's rank, 0 .. nnodes-1.")] = 0,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of node 0, for multi-node runs.")] = None,
+    timeout: Annotated[float, typer.Option(help="Seconds per worker count before a run counts as hung.")] = 1800,
+    out: Annotated[Path, typer.Option(help="Folder for the JSON, CSV, Markdown, PNG and logs.")] = Path(
+        "bench-results"
+    ),
+) -> None:
+    """Training img/s for 1, 2, 4 ... N workers, mixed vs full precision: the weak-scaling table."""
+    from rn50.bench.report import markdown_table
+    from rn50.bench.scaling import COLUMNS, TrainBenchConfig, run_train_bench
+
+    if gpus is None:
+        import torch
+
+        gpus = max(1, torch.cuda.device_count()) if device == "cuda" else 1
+    precisions = tuple(p for item in (precision or ["mixed,full"]) for p in item.split(",") if p.strip())
+    cfg = TrainBenchConfig(
+        gpus=gpus,
+        device=device,
+        batch=batch,
+        warmup=warmup,
+        iters=iters,
+        precisions=precisions,
+        data=data,
+        backend=backend,
+        recipe=recipe,
+        image_size=image_size,
+        num_classes=num_classes,
+        workers=workers,
+        nnodes=nnodes,
+        node_rank=node_rank,
+        rdzv_endpoint=rdzv_endpoint,
+        out=out,
+        timeout=timeout,
+        compile=compile,
+        sweep=sweep,
+    )
+    with err_console.status("running the training benchmark (one torchrun launch per worker count) ..."):
+        report = run_train_bench(cfg)
+    if not report.rows:
+        console.print(f"node {node_rank}: all ranks finished; node 0 writes the table")
+        return
+    console.print(markdown_table(report.rows, COLUMNS), highlight=False, soft_wrap=True)
+    console.print(report.caption, highlight=False)
+    for kind, path in report.files.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
 
-@bench_app.command("data", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_data(ctx: typer.Context) -> None:
-    """Input-pipeline img/s per data backend (not built yet)."""
-    raise UserError("`rn50 bench data` is not built yet")
+@bench_app.command("data")
+def bench_data(
+    data: Annotated[Path, typer.Argument(help="ImageNet-layout folder (train/<class>/*.JPEG).")],
+    backend: Annotated[
+        list[str] | None, typer.Option(help="pytorch, dali-cpu, dali-gpu (default all); comma-separated or repeated.")
+    ] = None,
+    batch: Annotated[int, typer.Option(help="Images per batch.")] = 32,
+    workers: Annotated[int, typer.Option(help="DataLoader processes / DALI threads (the cores used).")] = 2,
+    warmup: Annotated[int, typer.Option(help="Untimed batches first (start-up).")] = 5,
+    iters: Annotated[int, typer.Option(help="Timed batches.")] = 50,
+    split: Annotated[str, typer.Option(help="train (random crop + flip) or val (resize + centre crop).")] = "train",
+    image_size: Annotated[int, typer.Option(help="Output size in pixels.")] = 224,
+    device: Annotated[str | None, typer.Option(help="Where batches go: cuda or cpu (default: cuda if any).")] = None,
+    ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling", help="Also time synthetic data.")] = True,
+    out: Annotated[Path | None, typer.Option(help="Also write Markdown, CSV and JSON here.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
+) -> None:
+    """Input-pipeline img/s per data backend, total and per CPU core, with synthetic data as the ceiling."""
+    from rn50.bench.datapipe import BACKENDS, COLUMNS, DataBenchConfig, run_data_bench, table_rows, write_outputs
+    from rn50.bench.report import markdown_table
+
+    backends = tuple(b.strip() for item in (backend or [",".join(BACKENDS)]) for b in item.split(",") if b.strip())
+    cfg = DataBenchConfig(
+        data=data,
+        backends=backends,
+        batch=batch,
+        workers=workers,
+        warmup=warmup,
+        iters=iters,
+        split=split,
+        image_size=image_size,
+        device=device,
+        ceiling=ceiling,
+    )
+    with err_console.status("timing the input pipelines ..."):
+        report = run_data_bench(cfg)
+    files = write_outputs(report, out) if out is not None else {}
+    if as_json:
+        console.print_json(json.dumps({**report.to_dict(), "files": files}, default=str))
+        return
+    console.print(markdown_table(table_rows(report), COLUMNS), highlight=False, soft_wrap=True)
+    load = report.env.get("loadavg", [0])[0]
+    console.print(f"device {report.device}; load average {load:.2f} (figures on a busy machine are low)")
+    for kind, path in files.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:

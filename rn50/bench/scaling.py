@@ -60,6 +60,7 @@ class TrainBenchConfig:
     out: Path = Path("bench-results")
     timeout: float = 1800.0  # seconds per worker count
     compile: bool = False  # torch.compile the model (compile time falls in the warmup)
+    sweep: bool = True  # False: only `gpus` workers, no 1, 2, 4 ... sweep
 
     def resolved(self) -> TrainBenchConfig:
         """With the default backend filled in."""
@@ -92,13 +93,13 @@ class TrainBenchConfig:
                 f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}",
             )
         need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        if self.backend == "dali-gpu":
+            need(self.device == "cuda", "--backend dali-gpu needs --device cuda; use dali-cpu or pytorch on CPU")
         if self.backend == "synthetic":
             need(self.data is None, "--data given with --backend synthetic; pick a backend that reads it")
         else:
             need(self.data is not None, f"--backend {self.backend} reads a dataset: give --data DIR")
             need(Path(self.data, "train").is_dir(), f"no train/ folder under {self.data}; point --data at the root")
-        if self.backend == "dali-gpu":
-            need(self.device == "cuda", "--backend dali-gpu needs --device cuda; use dali-cpu or pytorch on CPU")
         if self.device == "cuda":
             import torch
 
@@ -549,7 +550,7 @@ def run_train_bench(cfg: TrainBenchConfig) -> TrainBenchReport:
     report = TrainBenchReport(config=_config_dict(cfg), precisions=precisions)
     report.config["logs"] = str(log_root)
     load_before = os.getloadavg()
-    for nproc in worker_counts(cfg.gpus):
+    for nproc in worker_counts(cfg.gpus) if cfg.sweep else [cfg.gpus]:
         result = _run_one(cfg, precisions, nproc, log_root)
         if result is None:
             continue

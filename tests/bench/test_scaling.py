@@ -1,0 +1,164 @@
+"""`rn50 bench train` on CPU: real gloo DDP through torchrun, the trainer's own step, tiny images."""
+
+import csv
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from rn50.bench.scaling import (
+    FAIL_ENV,
+    TrainBenchConfig,
+    resolve_precisions,
+    run_train_bench,
+    worker_counts,
+)
+from rn50.errors import UserError
+from tests.conftest import run_cli
+
+TINY = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32", "--num-classes", "10"]
+
+
+@pytest.fixture(autouse=True)
+def one_thread_per_rank(monkeypatch):
+    # Two ranks on two shared cores: one thread each keeps them from fighting (and the tests fast).
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    monkeypatch.delenv(FAIL_ENV, raising=False)
+
+
+def processes_mentioning(text: str) -> list[str]:
+    """Command lines of live processes that mention `text` (a test's temp folder)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if text in cmdline:
+            found.append(f"{proc.name}: {cmdline}")
+    return found
+
+
+def tiny_config(out: Path, **kw) -> TrainBenchConfig:
+    base = dict(device="cpu", batch=2, warmup=1, iters=2, image_size=32, num_classes=10, out=out, timeout=240)
+    base.update(kw)
+    return TrainBenchConfig(**base)
+
+
+def test_worker_counts_include_n():
+    assert worker_counts(1) == [1]
+    assert worker_counts(2) == [1, 2]
+    assert worker_counts(6) == [1, 2, 4, 6]
+    assert worker_counts(8) == [1, 2, 4, 8]
+
+
+def test_precisions_on_cpu_are_labelled():
+    mixed, full = resolve_precisions(["mixed", "full"], "cpu")
+    assert (mixed.kind, mixed.name) == ("mixed", "bf16") and "bf16" in mixed.note
+    assert (full.kind, full.name) == ("full", "fp32")
+    assert [p.name for p in resolve_precisions(["fp32", "fp16"], "cpu")] == ["bf16", "fp32"]  # mixed column first
+    with pytest.raises(UserError, match="at most one mixed"):
+        resolve_precisions(["fp16", "bf16"], "cpu")
+    with pytest.raises(UserError, match="unknown precision"):
+        resolve_precisions(["fp8"], "cpu")
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--gpus", "0"], "--gpus must be >= 1"),
+        (["--precision", "fp8"], "unknown precision"),
+        (["--iters", "0"], "--iters must be >= 1"),
+        (["--backend", "pytorch"], "give --data"),
+        (["--backend", "dali-gpu", "--data", "."], "dali-gpu needs --device cuda"),
+        (["--nnodes", "2"], "--rdzv-endpoint"),
+        (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "--node-rank must be in"),
+        (["--nnodes", "2", "--rdzv-endpoint", "no-port"], "HOST:PORT"),
+        (["--device", "tpu"], "--device must be cuda or cpu"),
+    ],
+)
+def test_bad_input_is_one_line(tmp_path, args, message):
+    res = run_cli(["bench", "train", *TINY, "--out", tmp_path, *args])
+    assert res.exit_code == 2, res.output
+    assert message in res.output and "Traceback" not in res.output
+    assert not list(tmp_path.iterdir())  # nothing launched, nothing written
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
+def test_cuda_without_gpu_is_a_clean_error(tmp_path):
+    res = run_cli(["bench", "train", "--gpus", "1", "--out", tmp_path])
+    assert res.exit_code == 2 and "no CUDA GPU" in res.output
+
+
+def test_one_and_two_process_gloo_sweep_writes_a_well_formed_table(tmp_path):
+    res = run_cli(["bench", "train", *TINY, "--gpus", "2", "--out", tmp_path])
+    assert res.exit_code == 0, res.output
+    header = (
+        "| GPUs | mixed img/s | full img/s | mixed speedup | mixed weak scaling | full weak scaling "
+        "| mixed 90 epochs (h) | full 90 epochs (h) |"
+    )
+    assert header in res.output
+
+    (js,) = tmp_path.glob("train-bf16-fp32-bs2-torch*-cpu.json")
+    result = json.loads(js.read_text())
+    rows = result["rows"]
+    assert [r["gpus"] for r in rows] == [1, 2]
+    assert result["precisions"][0]["name"] == "bf16" and "falls back to bf16" in result["precisions"][0]["note"]
+    for row in rows:
+        for kind, prec in (("mixed", "bf16"), ("full", "fp32")):
+            assert row[f"{kind}_precision"] == prec  # what the trainer's step really ran
+            # img/s is global images over the timed wall time: 2 iterations x batch 2 x workers.
+            assert row[f"{kind}_global_images"] == 2 * 2 * row["gpus"]
+            assert row[f"{kind}_img_s"] == pytest.approx(row[f"{kind}_global_images"] / row[f"{kind}_seconds"])
+            assert row[f"{kind}_final_loss"] == pytest.approx(row[f"{kind}_final_loss"])  # finite, not NaN
+            per_worker = rows[0][f"{kind}_img_s"]
+            assert row[f"{kind}_weak_scaling"] == pytest.approx(row[f"{kind}_img_s"] / per_worker)
+            assert row[f"{kind}_90ep_hours"] == pytest.approx(90 * 1_281_167 / row[f"{kind}_img_s"] / 3600)
+        assert row["mixed_speedup"] == pytest.approx(row["mixed_img_s"] / row["full_img_s"])
+        assert len(row["rank_seconds"]) == row["gpus"]  # every rank reported its own timing
+        assert Path(row["logs"], "rank0.log").exists()
+    assert rows[0]["mixed_weak_scaling"] == pytest.approx(1.0)
+    assert result["env"]["packages"]["torch"] and "loadavg" in result["env"]
+
+    md = js.with_suffix(".md").read_text()
+    assert header in md and "bf16" in md
+    table = [line for line in md.splitlines() if line.startswith("| ")]
+    assert len(table) == 3 and all(line.count("|") == 9 for line in table)
+    with open(js.with_suffix(".csv")) as f:
+        csv_rows = list(csv.DictReader(f))
+    assert [int(r["gpus"]) for r in csv_rows] == [1, 2]
+    assert float(csv_rows[1]["full_img_s"]) == pytest.approx(rows[1]["full_img_s"])
+    assert js.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert not processes_mentioning(str(tmp_path))
+
+
+def test_killed_worker_ends_with_one_message_and_no_leftover_process(tmp_path, monkeypatch):
+    # Rank 1 of the 2-worker run SIGKILLs itself at its second iteration, while rank 0 waits in the all-reduce.
+    monkeypatch.setenv(FAIL_ENV, "1:1:kill")
+    with pytest.raises(UserError) as err:
+        run_train_bench(tiny_config(tmp_path, gpus=2, sweep=False, precisions=("full",), iters=3))
+    message = str(err.value)
+    assert "with 2 worker(s): rank 1" in message and "SIGKILL" in message
+    log = Path(message.split("its log: ")[1].split(" ")[0])
+    assert log.name == "rank1.log" and "dying at iteration 1" in log.read_text()
+    assert not processes_mentioning(str(tmp_path))
+
+
+def test_crashed_worker_names_its_error(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAIL_ENV, "0:1:raise")
+    res = run_cli(["bench", "train", *TINY, "--gpus", "1", "--precision", "fp32", "--out", tmp_path])
+    # (--gpus 1 is a one-process torchrun launch: the same failure path as any rank of a larger run)
+    assert res.exit_code == 2
+    assert "rank 0 exited with code 1: RuntimeError: RN50_BENCH_FAIL asked rank 0 to fail" in res.output
+    assert "Traceback" not in res.output
+    assert not processes_mentioning(str(tmp_path))
+
+
+def test_hung_worker_is_stopped_by_the_timeout(tmp_path, monkeypatch):
+    monkeypatch.setenv(FAIL_ENV, "0:0:hang")
+    with pytest.raises(UserError, match=r"did not finish within 20 s .*stopped it"):
+        run_train_bench(tiny_config(tmp_path, gpus=1, precisions=("full",), timeout=20))
+    assert not processes_mentioning(str(tmp_path))
