@@ -70,6 +70,8 @@ class BackendResult:
     seconds: float | None = None
     setup_seconds: float | None = None  # building the loader and its first batch (not in img/s)
     epochs: int = 0  # epoch restarts within the timed batches (a small dataset pays pipeline restarts)
+    batch_shape: list[int] | None = None  # of the last batch, as the model receives it
+    batch_dtype: str | None = None
     vs_ceiling: float | None = None
 
 
@@ -104,8 +106,8 @@ def skip_reason(backend: str, device: str) -> str | None:
     return None
 
 
-def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int]:
-    """(images, seconds, setup seconds, epoch restarts) for `iters` batches after `warmup` (at least one) batches."""
+def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any]:
+    """(images, seconds, setup seconds, epoch restarts, last batch) for `iters` batches after `warmup` (>= 1)."""
     import torch
 
     def sync():
@@ -139,7 +141,7 @@ def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, fl
         x, _ = next(it)
         images += x.shape[0]
     sync()
-    return images, time.perf_counter() - start, setup, epoch - restarts_before
+    return images, time.perf_counter() - start, setup, epoch - restarts_before, x
 
 
 def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
@@ -176,7 +178,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 raise
             report.results.append(BackendResult(backend, "skipped", str(e)))
             continue
-        images, seconds, setup, restarts = time_loader(loader, cfg.warmup, cfg.iters, device)
+        images, seconds, setup, restarts, last = time_loader(loader, cfg.warmup, cfg.iters, device)
         cores = None if backend == "synthetic" else max(1, cfg.workers)
         rate = images / seconds
         report.results.append(
@@ -190,9 +192,11 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 seconds=seconds,
                 setup_seconds=setup,
                 epochs=restarts,
+                batch_shape=list(last.shape),
+                batch_dtype=str(last.dtype).replace("torch.", ""),
             )
         )
-        del loader
+        del loader, last
         log.info("%s: %.1f img/s", backend, rate)
     ceiling = next((r.img_per_s for r in report.results if r.backend == "synthetic"), None)
     for r in report.results:

@@ -1,0 +1,63 @@
+"""`rn50 bench data` on the real sample JPEGs: the trainer's pytorch and DALI CPU loaders, timed for real."""
+
+import json
+
+import pytest
+import torch
+
+from tests.conftest import run_cli
+
+SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--image-size", "32", "--device", "cpu"]
+
+
+def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sample_dir, tmp_path):
+    res = run_cli(["bench", "data", sample_dir, *SMALL, "--out", tmp_path, "--json"])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.stdout)
+    by = {r["backend"]: r for r in report["results"]}
+    assert list(by) == ["synthetic", "pytorch", "dali-cpu", "dali-gpu"]
+    for name in ("pytorch", "dali-cpu"):
+        r = by[name]
+        assert r["status"] == "ok", r
+        assert r["images"] == 4 * 8 and r["cores"] == 2
+        # Train augmentation output as the model gets it: 32 px crops, normalised floats.
+        assert r["batch_shape"] == [8, 3, 32, 32] and r["batch_dtype"] == "float32"
+        assert r["img_per_s"] == pytest.approx(r["images"] / r["seconds"])
+        assert r["img_per_s_per_core"] == pytest.approx(r["img_per_s"] / 2)
+        assert r["vs_ceiling"] == pytest.approx(r["img_per_s"] / by["synthetic"]["img_per_s"])
+    assert by["synthetic"]["status"] == "ok" and by["synthetic"]["cores"] is None
+    if not torch.cuda.is_available():
+        assert by["dali-gpu"]["status"] == "skipped" and "CUDA" in by["dali-gpu"]["reason"]
+    assert "loadavg" in report["env"]
+    (md,) = tmp_path.glob("data-bs8-w2-32px-cpu.md")
+    text = md.read_text()
+    assert "| backend | img/s | cores | img/s per core | of synthetic | note |" in text
+    assert "skipped" in text or torch.cuda.is_available()
+    assert json.loads(md.with_suffix(".json").read_text())["results"][1]["backend"] == "pytorch"
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--backend", "ffcv"], "unknown backend 'ffcv'"),
+        (["--batch", "0"], "--batch must be >= 1"),
+        (["--workers", "-1"], "--workers must be >= 0"),
+        (["--split", "test"], "--split must be train or val"),
+        (["--device", "tpu"], "--device must be cuda or cpu"),
+    ],
+)
+def test_bad_input_is_one_line(sample_dir, args, message):
+    res = run_cli(["bench", "data", sample_dir, *args])
+    assert res.exit_code == 2 and message in res.output and "Traceback" not in res.output
+
+
+def test_missing_folder_is_one_line(tmp_path):
+    res = run_cli(["bench", "data", tmp_path / "nope"])
+    assert res.exit_code == 2 and "data folder not found" in res.output
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU path")
+def test_only_unrunnable_backends_is_a_clean_error(sample_dir):
+    res = run_cli(["bench", "data", sample_dir, "--backend", "dali-gpu", "--device", "cpu", "--iters", "1"])
+    assert res.exit_code == 2
+    assert "no data backend could run here" in res.output and "dali-gpu: needs a CUDA GPU" in res.output
