@@ -33,6 +33,7 @@ class DataBenchConfig:
     image_size: int = 224
     device: str | None = None  # None: cuda when present, else cpu
     ceiling: bool = True  # also time the synthetic loader
+    step: bool | None = None  # also time the training step on synthetic data (None: on with CUDA, off on CPU)
     recipe: str = "dgxa100-fp16-90"
 
     def validate(self) -> None:
@@ -81,6 +82,20 @@ class DataBenchReport:
     device: str
     results: list[BackendResult] = field(default_factory=list)
     env: dict[str, Any] = field(default_factory=dict)
+    step: dict[str, Any] | None = None  # the training step's img/s on synthetic data, when timed
+
+    @property
+    def verdict(self) -> str | None:
+        """Which limits training on this device: the input pipeline or the model's compute."""
+        if not self.step:
+            return None
+        ok = [r for r in self.results if r.status == "ok" and r.backend != "synthetic"]
+        best = max(ok, key=lambda r: r.img_per_s or 0)
+        need = self.step["img_per_s"]
+        if (best.img_per_s or 0) >= need:
+            return f"compute-bound: {best.backend} delivers {best.img_per_s:.0f} img/s, the step takes {need:.3g}"
+        got = best.img_per_s or 0
+        return f"input-bound: the step could take {need:.0f} img/s, the best backend ({best.backend}) gives {got:.0f}"
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -89,6 +104,8 @@ class DataBenchReport:
             "device": self.device,
             "results": [asdict(r) for r in self.results],
             "env": self.env,
+            "train_step": self.step,
+            "verdict": self.verdict,
         }
 
 
@@ -205,10 +222,47 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     if not any(r.status == "ok" and r.backend != "synthetic" for r in report.results):
         why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")
         raise UserError(f"no data backend could run here ({why})")
+    if cfg.step if cfg.step is not None else device.type == "cuda":
+        report.step = time_train_step(base, device, cfg.warmup, cfg.iters)
     report.env = capture_env()
     report.env["loadavg_before"] = list(load_before)
     report.env["loadavg"] = list(os.getloadavg())
     return report
+
+
+def time_train_step(recipe, device, warmup: int, iters: int) -> dict[str, Any]:
+    """Img/s of the trainer's own step on synthetic batches: fp16 AMP on CUDA, fp32 on CPU (what CPUs train in)."""
+    import torch
+
+    from rn50.data.synthetic import SyntheticLoader
+    from rn50.train.step import build_state, train_step
+
+    precision = "fp16" if device.type == "cuda" else "fp32"
+    layout = "channels_last" if device.type == "cuda" else "contiguous"
+    recipe = recipe.replace(precision=precision, memory_format=layout, data_backend="synthetic")
+    state = build_state(recipe, device, distributed=False)
+    loader = SyntheticLoader(recipe, device, batches=max(1, warmup) + iters)
+    stepped = _Stepped(loader, lambda x, y: train_step(state, x, y))
+    images, seconds, _, _, _ = time_loader(stepped, warmup, iters, device)
+    del stepped
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return {"precision": precision, "img_per_s": images / seconds, "images": images, "seconds": seconds}
+
+
+class _Stepped:
+    """A loader whose every batch has been through one training step (so time_loader times loader + step)."""
+
+    def __init__(self, loader, step) -> None:
+        self.loader, self.step = loader, step
+
+    def set_epoch(self, epoch: int) -> None:
+        self.loader.set_epoch(epoch)
+
+    def __iter__(self):
+        for x, y in self.loader:
+            self.step(x, y)
+            yield x, y
 
 
 COLUMNS = (
@@ -223,6 +277,10 @@ COLUMNS = (
 
 def table_rows(report: DataBenchReport) -> list[dict[str, Any]]:
     rows = []
+    if report.step:
+        s = report.step
+        note = f"the training step ({s['precision']}, synthetic data): what the input pipeline must keep up with"
+        rows.append({"backend": "train step", "img_per_s": s["img_per_s"], "note": note})
     for r in report.results:
         note = r.reason if r.status == "skipped" else "ceiling: batches already on the device"
         if r.status == "ok" and r.backend != "synthetic":
@@ -244,6 +302,8 @@ def write_outputs(report: DataBenchReport, out: Path) -> dict[str, str]:
         f"{c['image_size']} px, batch {c['batch']}, {c['workers']} workers/threads, {c['iters']} timed batches after "
         f"{c['warmup']} warmup, on {report.device}; cores = workers or DALI threads used."
     ]
+    if report.verdict:
+        notes.append(report.verdict)
     paths = write_table(
         table_rows(report), COLUMNS, stem, "rn50 bench data: input pipeline img/s", report.env, notes, report.to_dict()
     )

@@ -11,7 +11,7 @@ SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--i
 
 
 def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sample_dir, tmp_path):
-    res = run_cli(["bench", "data", sample_dir, *SMALL, "--out", tmp_path, "--json"])
+    res = run_cli(["bench", "data", sample_dir, *SMALL, "--step", "--out", tmp_path, "--json"])
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     by = {r["backend"]: r for r in report["results"]}
@@ -29,11 +29,18 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     if not torch.cuda.is_available():
         assert by["dali-gpu"]["status"] == "skipped" and "CUDA" in by["dali-gpu"]["reason"]
     assert "loadavg" in report["env"]
+    # The trainer's step on synthetic data, so the user sees whether loading or compute limits training.
+    step = report["train_step"]
+    assert step["precision"] == "fp32" and step["images"] == 4 * 8
+    assert step["img_per_s"] == pytest.approx(step["images"] / step["seconds"])
+    assert report["verdict"].startswith(("compute-bound", "input-bound"))
     (md,) = tmp_path.glob("data-bs8-w2-32px-cpu.md")
     text = md.read_text()
     assert "| backend | img/s | cores | img/s per core | of synthetic | note |" in text
     assert "skipped" in text or torch.cuda.is_available()
+    assert "| train step |" in text
     assert json.loads(md.with_suffix(".json").read_text())["results"][1]["backend"] == "pytorch"
+    assert md.with_suffix(".csv").read_text().startswith("backend,img_per_s,cores,img_per_s_per_core")
 
 
 @pytest.mark.parametrize(
