@@ -331,6 +331,10 @@ def bench_data(
     image_size: Annotated[int, typer.Option(help="Output size in pixels.")] = 224,
     device: Annotated[str | None, typer.Option(help="Where batches go: cuda or cpu (default: cuda if any).")] = None,
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling", help="Also time synthetic data.")] = True,
+    step: Annotated[
+        bool | None,
+        typer.Option("--step/--no-step", help="Also time the training step (default: on with CUDA, off on CPU)."),
+    ] = None,
     out: Annotated[Path | None, typer.Option(help="Also write Markdown, CSV and JSON here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
@@ -350,6 +354,7 @@ def bench_data(
         image_size=image_size,
         device=device,
         ceiling=ceiling,
+        step=step,
     )
     with err_console.status("timing the input pipelines ..."):
         report = run_data_bench(cfg)
@@ -360,6 +365,8 @@ def bench_data(
     console.print(markdown_table(table_rows(report), COLUMNS), highlight=False, soft_wrap=True)
     load = report.env.get("loadavg", [0])[0]
     console.print(f"device {report.device}; load average {load:.2f} (figures on a busy machine are low)")
+    if report.verdict:
+        console.print(report.verdict, highlight=False)
     for kind, path in files.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
