@@ -18,6 +18,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from dataclasses import asdict, dataclass, field
@@ -385,20 +386,26 @@ def _stop_run(proc: subprocess.Popen, run_dir: Path, marker: str) -> None:
 
 
 _ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
+_FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
+# What a healthy rank raises when a peer died under it (gloo, NCCL): a consequence, never the cause.
+_PEER_LOST = re.compile(r"closed by peer|connection reset|remote worker|remote process|peer.*(died|crash)", re.I)
 
 
-def _exit_reason(code: int) -> str:
+def _exit_reason(code: int | None) -> str:
+    if code is None:
+        return "died without an error (killed or crashed)"
     if code < 0:
         try:
-            return f"killed by {signal.Signals(-code).name}"
+            return f"was killed by {signal.Signals(-code).name}"
         except ValueError:
-            return f"killed by signal {-code}"
+            return f"was killed by signal {-code}"
     return f"exited with code {code}"
 
 
 def _failed_rank(run_dir: Path, launcher_log: Path) -> tuple[int | None, str]:
-    """The rank that failed first and why, from torchrun's root-cause report, refined by the ranks' own status."""
+    """The rank that failed first and why: torchrun's root cause, corrected by the ranks' own status files."""
     text = launcher_log.read_text(errors="replace") if launcher_log.exists() else ""
+    codes = {int(r): int(c) for r, c in _FAILURE.findall(text)}
     statuses: dict[int, dict[str, Any]] = {}
     for f in run_dir.glob("rank*.status.json"):
         try:
@@ -406,19 +413,25 @@ def _failed_rank(run_dir: Path, launcher_log: Path) -> tuple[int | None, str]:
         except (OSError, ValueError):
             continue
     silent = sorted(r for r, s in statuses.items() if s.get("status") == "running")  # died without a word
+
+    def why(rank: int) -> str:
+        detail = statuses.get(rank, {}).get("detail", "")
+        return _exit_reason(codes.get(rank)) + (f": {detail}" if detail else "")
+
     m = _ROOT_CAUSE.search(text)
     if m:
-        rank, code = int(m.group(1)), int(m.group(2))
-        # Race: a healthy rank can raise "connection closed by peer" before torchrun sees the killed one.
-        if statuses.get(rank, {}).get("status") == "error" and silent:
-            return silent[0], "died without an error (killed or crashed)"
-        detail = statuses.get(rank, {}).get("detail", "")
-        return rank, _exit_reason(code) + (f": {detail}" if detail else "")
-    errors = sorted(r for r, s in statuses.items() if s.get("status") == "error")
+        rank = int(m.group(1))
+        codes.setdefault(rank, int(m.group(2)))
+        # Race: the healthy peer of a killed rank can raise "connection closed by peer" before torchrun has seen
+        # the killed one; then the rank that died without a word is the cause.
+        if silent and _PEER_LOST.search(statuses.get(rank, {}).get("detail", "")):
+            return silent[0], why(silent[0])
+        return rank, why(rank)
     if silent:
-        return silent[0], "died without an error (killed or crashed)"
+        return silent[0], why(silent[0])
+    errors = sorted(r for r, s in statuses.items() if s.get("status") == "error")
     if errors:
-        return errors[0], statuses[errors[0]].get("detail", "")
+        return errors[0], why(errors[0])
     return None, ""
 
 
@@ -490,7 +503,7 @@ def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log
         rank, why = _failed_rank(run_dir, launcher_log)
         if rank is None:
             raise UserError(
-                f"bench train with {total} worker(s): the launcher {_exit_reason(proc.returncode)}; log: {launcher_log}"
+                f"bench train with {total} worker(s): torchrun {_exit_reason(proc.returncode)}; log: {launcher_log}"
             )
         why = why.splitlines()[0] if why else "failed"
         raise UserError(
@@ -546,7 +559,8 @@ def run_train_bench(cfg: TrainBenchConfig) -> TrainBenchReport:
     cfg.validate()
     precisions = resolve_precisions(cfg.precisions, cfg.device)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    log_root = Path(cfg.out) / "logs" / f"train-{stamp}-node{cfg.node_rank}"
+    (Path(cfg.out) / "logs").mkdir(parents=True, exist_ok=True)
+    log_root = Path(tempfile.mkdtemp(prefix=f"train-{stamp}-node{cfg.node_rank}-", dir=Path(cfg.out) / "logs"))
     report = TrainBenchReport(config=_config_dict(cfg), precisions=precisions)
     report.config["logs"] = str(log_root)
     load_before = os.getloadavg()

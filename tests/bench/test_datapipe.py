@@ -68,3 +68,15 @@ def test_only_unrunnable_backends_is_a_clean_error(sample_dir):
     res = run_cli(["bench", "data", sample_dir, "--backend", "dali-gpu", "--device", "cpu", "--iters", "1"])
     assert res.exit_code == 2
     assert "no data backend could run here" in res.output and "dali-gpu: needs a CUDA GPU" in res.output
+
+
+@pytest.mark.gpu
+def test_dali_gpu_and_the_training_step_on_cuda(sample_dir):
+    res = run_cli(["bench", "data", sample_dir, "--backend", "pytorch,dali-gpu", "--batch", "16", "--iters", "4"])
+    assert res.exit_code == 0, res.output
+    args = ["--backend", "dali-gpu", "--iters", "4", "--image-size", "64", "--json"]
+    res = run_cli(["bench", "data", sample_dir, *args])
+    report = json.loads(res.stdout)
+    (dali,) = [r for r in report["results"] if r["backend"] == "dali-gpu"]
+    assert dali["status"] == "ok" and dali["batch_shape"] == [32, 3, 64, 64]
+    assert report["train_step"]["precision"] == "fp16" and report["verdict"]

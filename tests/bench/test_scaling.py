@@ -10,6 +10,7 @@ import pytest
 from rn50.bench.scaling import (
     FAIL_ENV,
     TrainBenchConfig,
+    _failed_rank,
     resolve_precisions,
     run_train_bench,
     worker_counts,
@@ -93,6 +94,46 @@ def test_cuda_without_gpu_is_a_clean_error(tmp_path):
     assert res.exit_code == 2 and "no CUDA GPU" in res.output
 
 
+TORCHRUN_FAILURE = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
+Failures:
+[1]:
+  time      : 2026-11-26_23:49:51
+  host      : localhost
+  rank      : {other} (local_rank: {other})
+  exitcode  : {other_code} (pid: 6118)
+------------------------------------------------------
+Root Cause (first observed failure):
+[0]:
+  time      : 2026-11-26_23:49:51
+  host      : localhost
+  rank      : {root} (local_rank: {root})
+  exitcode  : {root_code} (pid: 6119)
+"""
+
+
+def write_statuses(run_dir: Path, **statuses: tuple[str, str]) -> None:
+    for rank, (status, detail) in statuses.items():
+        (run_dir / f"{rank}.status.json").write_text(json.dumps({"status": status, "detail": detail}))
+
+
+def test_failed_rank_names_the_cause_not_its_consequence(tmp_path):
+    log = tmp_path / "torchrun.log"
+    # torchrun saw rank 1 die first (SIGKILL): that is the answer.
+    log.write_text(TORCHRUN_FAILURE.format(root=1, root_code=-9, other=0, other_code=-15))
+    write_statuses(tmp_path, rank0=("terminated", "stopped by the launcher"), rank1=("running", ""))
+    assert _failed_rank(tmp_path, log) == (1, "was killed by SIGKILL")
+    # Race: rank 0 raised "closed by peer" before torchrun noticed the killed rank 1; rank 1 is still the cause.
+    log.write_text(TORCHRUN_FAILURE.format(root=0, root_code=1, other=1, other_code=-9))
+    write_statuses(tmp_path, rank0=("error", "RuntimeError: [gloo] Connection closed by peer [127.0.0.1]:1"))
+    assert _failed_rank(tmp_path, log) == (1, "was killed by SIGKILL")
+    # A real error (out of memory) on rank 0 while rank 1 sat in a collective until torchrun SIGKILLed it.
+    write_statuses(tmp_path, rank0=("error", "OutOfMemoryError: CUDA out of memory"))
+    assert _failed_rank(tmp_path, log) == (0, "exited with code 1: OutOfMemoryError: CUDA out of memory")
+    # No torchrun report at all (it was killed): the ranks' own status files still answer.
+    log.write_text("")
+    assert _failed_rank(tmp_path, log)[0] == 1
+
+
 def test_one_and_two_process_gloo_sweep_writes_a_well_formed_table(tmp_path):
     res = run_cli(["bench", "train", *TINY, "--gpus", "2", "--out", tmp_path])
     assert res.exit_code == 0, res.output
@@ -161,4 +202,22 @@ def test_hung_worker_is_stopped_by_the_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv(FAIL_ENV, "0:0:hang")
     with pytest.raises(UserError, match=r"did not finish within 20 s .*stopped it"):
         run_train_bench(tiny_config(tmp_path, gpus=1, precisions=("full",), timeout=20))
+    assert not processes_mentioning(str(tmp_path))
+
+
+@pytest.mark.gpu
+def test_gpu_sweep_runs_fp16_and_tf32_through_nccl(tmp_path):
+    import torch
+
+    n = min(2, torch.cuda.device_count())
+    args = ["--device", "cuda", "--gpus", n, "--batch", "16", "--warmup", "3", "--iters", "5", "--image-size", "64"]
+    res = run_cli(["bench", "train", *args, "--num-classes", "10", "--out", tmp_path])
+    assert res.exit_code == 0, res.output
+    (js,) = tmp_path.glob("train-*.json")
+    rows = json.loads(js.read_text())["rows"]
+    assert [r["gpus"] for r in rows] == ([1, 2] if n == 2 else [1])
+    ampere = torch.cuda.get_device_capability(0)[0] >= 8
+    for row in rows:
+        assert row["mixed_precision"] == "fp16" and row["full_precision"] == ("tf32" if ampere else "fp32")
+        assert row["mixed_max_memory_gib"] > 0 and row["mixed_img_s"] > 0
     assert not processes_mentioning(str(tmp_path))
