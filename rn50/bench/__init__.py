@@ -1,0 +1,1 @@
+"""Benchmarks: inference sweeps (infer, runtimes, timing), training scaling, input pipelines; shared writers (report)."""

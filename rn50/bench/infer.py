@@ -1,0 +1,536 @@
+"""`rn50 bench infer`: an img/s and latency sweep over batch sizes, backends and precisions.
+
+Every (backend, precision) series is built once (compile/export/engine build timed on its own), then each batch
+size gets a first call (timed apart: compile at a new shape, graph capture), `warmup` untimed iterations and a timed
+loop (rn50.bench.timing). An eager fp32 series runs in the same process as the baseline for the speedup column.
+An out-of-memory batch is recorded as "oom" and the sweep goes on; a combination that cannot run here is "skipped"
+with the reason. Results are rewritten after every series, so an interrupted sweep keeps what it measured.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rn50.bench import report
+from rn50.bench.runtimes import BACKENDS, PRECISIONS, Options, Runtime, Skip, is_oom, make_runtime, math_mode
+from rn50.bench.timing import summarize, timed_loop
+from rn50.errors import UserError
+
+log = logging.getLogger(__name__)
+
+ARTIFACT_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "aoti", ".ts": "torchscript", ".engine": "tensorrt"}
+ARTIFACT_SUFFIXES[".plan"] = "tensorrt"
+FORMAT_TO_BACKEND = {"onnx": "onnxruntime", "trt": "tensorrt", "tensorrt": "tensorrt", "torchscript": "torchscript"}
+FORMAT_TO_BACKEND["aoti"] = "aoti"
+ROW_COLUMNS = [
+    ("backend", "backend"),
+    ("precision", "precision"),
+    ("layout", "layout"),
+    ("batch", "batch"),
+    ("status", "status"),
+    ("img_s", "img/s"),
+    ("speedup", "speedup vs eager fp32"),
+    ("mean_ms", "mean ms"),
+    ("min_ms", "min ms"),
+    ("p50_ms", "p50 ms"),
+    ("p90_ms", "p90 ms"),
+    ("p95_ms", "p95 ms"),
+    ("p99_ms", "p99 ms"),
+    ("max_ms", "max ms"),
+    ("iters", "iters"),
+    ("first_call_s", "first call s"),
+    ("provider", "provider"),
+    ("top1_agreement", "top-1 agreement vs fp32"),
+    ("reason", "reason"),
+]
+
+
+@dataclass
+class InferConfig:
+    source: Path | None = None  # checkpoint or exported artifact; None: random-init ResNet-50
+    batches: list[int] = field(default_factory=lambda: [1, 2, 4, 8, 16, 32, 64, 128, 256])
+    backends: list[str] = field(default_factory=lambda: ["eager"])
+    precisions: list[str] = field(default_factory=lambda: ["fp32"])
+    device: str = "cpu"
+    image_size: int = 224
+    warmup: int = 10
+    iters: int | None = 50
+    min_time: float | None = None
+    cuda_graphs: bool = False
+    include_h2d: bool = False
+    channels_last: bool = True
+    compile_dynamic: bool = True
+    out: Path = Path("results")
+    images: Path | None = None  # real images (ImageNet layout) for top-1 agreement and int8 calibration
+    calib_dir: Path | None = None
+    num_classes: int | None = None
+    agreement_images: int = 256
+    verify: bool = True  # exports run their parity check (rn50.export) before being timed
+    baseline: bool = True
+    progress: bool = True
+
+    def validate(self) -> None:
+        if not self.batches or min(self.batches) < 1:
+            raise UserError("batch sizes must be >= 1")
+        bad = [b for b in self.backends if b not in BACKENDS]
+        if bad:
+            raise UserError(f"unknown backend {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
+        bad = [p for p in self.precisions if p not in PRECISIONS]
+        if bad:
+            raise UserError(f"unknown precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
+        if self.device != "cpu" and not self.device.startswith("cuda"):
+            raise UserError(f"bad --device {self.device!r}: use cpu or cuda (cuda:N)")
+        if self.device.startswith("cuda") and not torch.cuda.is_available():
+            raise UserError("--device cuda but PyTorch sees no CUDA GPU here; use --device cpu")
+        if not self.device.startswith("cuda"):
+            if self.cuda_graphs:
+                raise UserError("--cuda-graphs needs --device cuda")
+            if self.include_h2d:
+                raise UserError("--include-h2d needs --device cuda (on CPU there is no host-to-device copy)")
+        if self.iters is not None and self.min_time is not None:
+            raise UserError("give --iters or --min-time, not both")
+        if self.iters is None and self.min_time is None:
+            raise UserError("give --iters N or --min-time S")
+        if self.iters is not None and self.iters < 1:
+            raise UserError(f"--iters must be >= 1, got {self.iters}")
+        if self.min_time is not None and not self.min_time > 0:
+            raise UserError(f"--min-time must be > 0 seconds, got {self.min_time}")
+        if self.warmup < 0:
+            raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.image_size < 32:
+            raise UserError(f"--image-size must be >= 32 (ResNet-50 downsamples 32x), got {self.image_size}")
+        if self.source is not None and not Path(self.source).is_file():
+            raise UserError(f"not a file: {self.source} (give a checkpoint or an exported artifact)")
+        for name, path in (("--images", self.images), ("--calib-dir", self.calib_dir)):
+            if path is not None and not Path(path).is_dir():
+                raise UserError(f"{name} {path}: not a folder")
+        if Path(self.out).exists() and not Path(self.out).is_dir():
+            raise UserError(f"--out {self.out} is a file; give a folder")
+
+    @property
+    def layout(self) -> str:
+        return "nhwc" if self.channels_last else "nchw"
+
+
+def is_artifact(path: Path) -> bool:
+    """An exported artifact (by suffix, or a sidecar JSON beside it) rather than a training checkpoint."""
+    return path.suffix.lower() in ARTIFACT_SUFFIXES or path.with_name(path.name + ".json").is_file()
+
+
+def _load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:
+    """(model for the eager/compile/export backends, a description of the weights, the artifact runner or None)."""
+    from rn50.model import resnet50
+
+    if cfg.source is not None and not is_artifact(Path(cfg.source)):
+        from rn50.weights import load_model
+
+        model = load_model(cfg.source, num_classes=cfg.num_classes)
+        return model, f"checkpoint {cfg.source}", None
+    num_classes = cfg.num_classes
+    if cfg.source is not None:  # an artifact: the eager baseline gets the artifact's class count
+        import json
+
+        sidecar = Path(cfg.source).with_name(Path(cfg.source).name + ".json")
+        try:
+            num_classes = num_classes or int(json.loads(sidecar.read_text()).get("num_classes") or 0) or None
+        except (OSError, ValueError):
+            pass
+    torch.manual_seed(0)
+    model = resnet50(num_classes=num_classes or 1000).eval()
+    weights = "random init (seed 0): speed does not depend on the weights"
+    if cfg.source is not None:
+        weights = f"artifact {cfg.source}; the eager fp32 baseline is a random-init model of the same shape"
+    return model, weights, None
+
+
+def _images_dirs(cfg: InferConfig, workdir: Path) -> tuple[Path | None, Path | None]:
+    """(agreement images, calibration images). With int8 and no --images, the built-in sample is used."""
+    root = cfg.images
+    if root is None and "int8" in cfg.precisions:
+        from rn50.data.sample import make_sample
+
+        root = workdir / "sample"
+        try:
+            make_sample(root)
+        except ImportError as e:
+            raise UserError(
+                f"int8 calibration uses the built-in sample, which needs {e.name}: "
+                "pip install 'rn50[sample]', or give --images DIR"
+            ) from None
+    if root is None:
+        return None, cfg.calib_dir
+    root = Path(root)
+    eval_dir = root / "val" if (root / "val").is_dir() else root
+    calib = cfg.calib_dir or (root / "train" if (root / "train").is_dir() else eval_dir)
+    return eval_dir, Path(calib)
+
+
+def output_stem(cfg: InferConfig, backends: list[str]) -> str:
+    """e.g. infer-fp16+bf16-nhwc-torch2.11-h100 (precision, layout, library versions, device)."""
+    from importlib import metadata
+
+    from rn50.env import short_device_name
+
+    def short(version: str) -> str:
+        return ".".join(version.split("+")[0].split(".")[:2])
+
+    parts = ["infer", "+".join(cfg.precisions), cfg.layout, f"torch{short(torch.__version__)}"]
+    for backend, dist, tag in (
+        ("onnxruntime", ("onnxruntime-gpu", "onnxruntime"), "ort"),
+        ("tensorrt", ("tensorrt",), "trt"),
+    ):
+        if backend in backends:
+            for d in dist:
+                try:
+                    parts.append(f"{tag}{short(metadata.version(d))}")
+                    break
+                except metadata.PackageNotFoundError:
+                    continue
+    parts.append(short_device_name(cfg.device))
+    return report.file_tag("-".join(parts))
+
+
+def run_infer(cfg: InferConfig) -> dict[str, Any]:
+    """Run the sweep; write Markdown/CSV/JSON/PNG under cfg.out; return the result dict (with "paths")."""
+    cfg.validate()
+    from rn50.env import capture_env
+
+    out = Path(cfg.out)
+    out.mkdir(parents=True, exist_ok=True)
+    env = capture_env()  # before any work: clocks at start
+    env["loadavg"] = list(os.getloadavg())
+    with tempfile.TemporaryDirectory(prefix="rn50-bench-") as tmp:
+        workdir = Path(tmp)
+        model, weights, _ = _load_source(cfg)
+        artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
+        plan = _plan(cfg, artifact)
+        eval_dir, calib_dir = _images_dirs(cfg, workdir)
+        opts = Options(
+            device=cfg.device,
+            image_size=cfg.image_size,
+            max_batch=max(cfg.batches),
+            channels_last=cfg.channels_last,
+            cuda_graphs=cfg.cuda_graphs,
+            include_h2d=cfg.include_h2d,
+            compile_dynamic=cfg.compile_dynamic,
+            workdir=workdir,
+            calib_dir=calib_dir,
+            images_dir=eval_dir,
+            verify=cfg.verify,
+            num_classes=model.fc.out_features,
+        )
+        reference = _reference(model, eval_dir, cfg, opts) if eval_dir is not None and artifact is None else None
+        result: dict[str, Any] = {
+            "kind": "rn50-bench-infer",
+            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "weights": weights,
+            "agreement_images": None if reference is None else {"dir": str(eval_dir), "n": len(reference[1])},
+            "calibration_images": str(calib_dir) if calib_dir and "int8" in cfg.precisions else None,
+            "method": _method(cfg),
+            "env": env,
+            "series": [],
+            "rows": [],
+        }
+        stem = out / output_stem(cfg, [b for b, _ in plan])
+        with _progress(cfg.progress, len(plan) * len(cfg.batches)) as advance:
+            for backend, precision in plan:
+                series, rows = _run_series(backend, precision, model, opts, cfg, artifact, reference, advance)
+                result["series"].append(series)
+                result["rows"].extend(rows)
+                _add_speedups(result["rows"])
+                result["paths"] = write_infer_report(result, stem)
+        return result
+
+
+def _plan(cfg: InferConfig, artifact: Path | None) -> list[tuple[str, str]]:
+    plan: list[tuple[str, str]] = []
+    if cfg.baseline:
+        plan.append(("eager", "fp32"))
+    if artifact is not None:
+        backend = ARTIFACT_SUFFIXES.get(artifact.suffix.lower(), "artifact")
+        plan.append((backend, "artifact"))
+        return plan
+    for backend in cfg.backends:
+        for precision in cfg.precisions:
+            if (backend, precision) not in plan:
+                plan.append((backend, precision))
+    return plan
+
+
+def _method(cfg: InferConfig) -> list[str]:
+    loop = f"{cfg.iters} timed iterations" if cfg.iters is not None else f"timed iterations for >= {cfg.min_time} s"
+    timer = "CUDA events per iteration" if cfg.device.startswith("cuda") else "time.perf_counter per iteration"
+    return [
+        f"{cfg.warmup} warmup iterations excluded, then {loop}; {timer}",
+        "img/s = images / total timed seconds; latency percentiles from the same per-iteration samples",
+        "compile/export/engine build and each batch's first call (new shape, graph capture) timed separately",
+        "inputs: random normal, "
+        + ("pinned on the host, copy timed" if cfg.include_h2d else "already on the device")
+        + f", {cfg.image_size} px, {cfg.layout} for eager/compile (exported formats take NCHW)",
+        f"CUDA graphs: {'on where the backend allows (eager, compile)' if cfg.cuda_graphs else 'off'}",
+        "fp32 means IEEE fp32 on GPUs (TF32 off); tf32 turns the TF32 math mode on",
+    ]
+
+
+def _reference(model: torch.nn.Module, eval_dir: Path, cfg: InferConfig, opts: Options) -> tuple[Any, Any]:
+    """Real images and the eager fp32 top-1 on them: what every series' top-1 agreement is measured against."""
+    from rn50.data.transforms import load_eval_images
+
+    try:
+        images = load_eval_images(eval_dir, cfg.agreement_images, cfg.image_size)
+    except FileNotFoundError as e:
+        raise UserError(f"--images: {e}") from None
+    ref = make_runtime("eager", model, "fp32", Options(**{**asdict(opts), "cuda_graphs": False}))
+    ref.build()
+    with math_mode("fp32", opts.cuda):
+        top1 = _infer_all(ref, images, cfg.batches).argmax(1)
+    del ref
+    return images, top1
+
+
+def _infer_all(rt: Runtime, images: torch.Tensor, batches: list[int]) -> torch.Tensor:
+    # A batch size the sweep already ran, so compiled backends need no new shape.
+    chunk = max([b for b in batches if b <= 64] or [min(batches)])
+    return torch.cat([rt.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
+
+
+def _run_series(
+    backend: str,
+    precision: str,
+    model: torch.nn.Module,
+    opts: Options,
+    cfg: InferConfig,
+    artifact: Path | None,
+    reference: tuple[Any, Any] | None,
+    advance: Any,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    label = f"{backend} {precision}"
+    use_artifact = artifact if precision == "artifact" else None
+    rt = make_runtime(backend, model, "fp32" if use_artifact else precision, opts, artifact=use_artifact)
+    if use_artifact is not None:
+        rt.precision = "artifact"
+    series: dict[str, Any] = {"backend": backend, "precision": precision, "layout": rt.layout}
+    rows: list[dict[str, Any]] = []
+    try:
+        rt.check()
+        advance(f"{label}: building")
+        with math_mode(precision, opts.cuda):
+            rt.build()
+    except Skip as e:
+        series.update(status="skipped", reason=str(e))
+        log.warning("%s skipped: %s", label, e)
+        advance(label, len(cfg.batches))
+        return series, [{**series, "batch": None}]
+    except Exception as e:
+        if opts.cuda and is_oom(e):
+            series.update(status="oom", reason=_one_line(e))
+        else:
+            series.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
+        log.error("%s failed to build: %s", label, series["reason"])
+        advance(label, len(cfg.batches))
+        return series, [{**series, "batch": None}]
+    if use_artifact is not None:
+        precision = str(rt.info.get("precision", "artifact"))
+        series["precision"] = rt.precision = precision
+        rt.name = FORMAT_TO_BACKEND.get(str(rt.info.get("format")), backend)
+        series["backend"] = rt.name
+    series.update(status="ok", build_s=round(rt.build_s, 3), **rt.info)
+    if cfg.cuda_graphs and not rt.graphs_supported:
+        series["cuda_graphs"] = "not supported by this backend: timed without"
+    provider = rt.info.get("provider")
+    for batch in cfg.batches:
+        advance(f"{label} batch {batch}")
+        row: dict[str, Any] = {"backend": series["backend"], "precision": precision, "layout": rt.layout}
+        row.update(batch=batch, provider=provider)
+        try:
+            with math_mode(precision, opts.cuda), torch.no_grad():
+                step, first_s = rt.step_for(batch)
+                loop = timed_loop(step, warmup=cfg.warmup, iters=cfg.iters, min_time=cfg.min_time, cuda=opts.cuda)
+            row.update(status="ok", first_call_s=round(first_s, 4), **summarize(loop.samples_s, batch, loop.total_s))
+        except Exception as e:
+            if not is_oom(e):
+                row.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
+                log.error("%s batch %d failed: %s", label, batch, row["reason"])
+            else:
+                row.update(status="oom", reason=_one_line(e))
+                log.warning("%s batch %d: out of memory", label, batch)
+            step = None
+            if opts.cuda:
+                torch.cuda.empty_cache()
+        rows.append(row)
+        advance(None, 1)
+    # After the timed sweep, so compiled backends reuse the shapes they already built.
+    if reference is not None:
+        try:
+            with math_mode(precision, opts.cuda):
+                top1 = _infer_all(rt, reference[0], cfg.batches).argmax(1)
+            series["top1_agreement"] = float((top1 == reference[1]).float().mean())
+            series["agreement_n"] = len(top1)
+            for row in rows:
+                row["top1_agreement"] = series["top1_agreement"]
+        except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
+            series["agreement_error"] = f"{type(e).__name__}: {_one_line(e)}"
+    del rt
+    if opts.cuda:
+        torch.cuda.empty_cache()
+    return series, rows
+
+
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip().splitlines()
+    return text[0][:300] if text else type(e).__name__
+
+
+def _add_speedups(rows: list[dict[str, Any]]) -> None:
+    base = {
+        r["batch"]: r["img_s"]
+        for r in rows
+        if r.get("backend") == "eager" and r.get("precision") == "fp32" and r.get("status") == "ok"
+    }
+    for r in rows:
+        if r.get("status") == "ok" and r.get("batch") in base:
+            r["speedup"] = r["img_s"] / base[r["batch"]]
+
+
+class _progress:
+    """A rich progress bar on stderr (or nothing); `advance(description, steps)`."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self._progress: Any = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=Console(stderr=True),
+                transient=False,
+            )
+            self._progress.start()
+            self._task = self._progress.add_task("bench infer", total=self.total)
+
+        def advance(description: str | None, steps: int = 0) -> None:
+            if self._progress is not None:
+                kwargs: dict[str, Any] = {"advance": steps}
+                if description:
+                    kwargs["description"] = description
+                self._progress.update(self._task, **kwargs)
+
+        return advance
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+def series_label(backend: str, precision: str) -> str:
+    return f"{backend} {precision}"
+
+
+def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
+    """The seed-shaped Markdown table (batch | img/s per series | p50/p90/p99 ms), the full table as CSV, the
+    whole result as JSON, and two PNGs: throughput vs batch, latency vs throughput."""
+    rows, series = result["rows"], result["series"]
+    ok_series = [s for s in series if s.get("status") == "ok"]
+    batches = sorted({r["batch"] for r in rows if r.get("batch") is not None})
+    by_key = {(r["backend"], r["precision"], r["batch"]): r for r in rows if r.get("batch") is not None}
+
+    def cell(r: dict[str, Any] | None, kind: str) -> str:
+        if r is None:
+            return "-"
+        if r.get("status") != "ok":
+            return str(r.get("status")).upper()
+        if kind == "img_s":
+            return report.format_cell(float(r["img_s"]))
+        return " / ".join(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms"))
+
+    wide, columns = [], [("batch", "batch")]
+    for s in ok_series:
+        name = series_label(s["backend"], s["precision"])
+        columns += [(f"{name}|img_s", f"{name} img/s"), (f"{name}|lat", f"{name} p50 / p90 / p99 ms")]
+    for b in batches:
+        line: dict[str, Any] = {"batch": b}
+        for s in ok_series:
+            name = series_label(s["backend"], s["precision"])
+            r = by_key.get((s["backend"], s["precision"], b))
+            line[f"{name}|img_s"], line[f"{name}|lat"] = cell(r, "img_s"), cell(r, "lat")
+        wide.append(line)
+
+    env = result["env"]
+    device = env["gpus"][0]["name"] if env.get("gpus") else f"CPU ({env.get('cpu', '?')})"
+    md = [f"# ResNet-50 v1.5 inference: img/s by batch size on {device}", ""]
+    md += [f"- {line}" for line in report.env_lines(env)]
+    md += [f"- Weights: {result['weights']}"]
+    md += [f"- Method: {m}" for m in result["method"]]
+    md += ["", report.markdown_table(wide, columns)]
+    series_cols = [
+        ("backend", "backend"),
+        ("precision", "precision"),
+        ("status", "status"),
+        ("build_s", "build s"),
+        ("provider", "provider"),
+        ("top1_agreement", "top-1 agreement vs eager fp32"),
+        ("agreement_n", "images"),
+        ("reason", "reason"),
+    ]
+    md += ["## Series", "", report.markdown_table(series, series_cols)]
+    if result.get("agreement_images"):
+        md.append(
+            f"Top-1 agreement on {result['agreement_images']['n']} real images from "
+            f"{result['agreement_images']['dir']}.\n"
+        )
+    full = [r for r in rows if r.get("batch") is not None]
+    md += ["## All measurements", "", report.markdown_table(full, ROW_COLUMNS)]
+
+    paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
+    paths["json"] = stem.with_name(stem.name + ".json")
+    from rn50.io import atomic_write_json, atomic_write_text
+
+    atomic_write_text(paths["md"], "\n".join(md))
+    atomic_write_text(paths["csv"], report.csv_text(rows, ROW_COLUMNS))
+    atomic_write_json(paths["json"], {k: v for k, v in result.items() if k != "paths"})
+
+    thr: dict[str, tuple[list[float], list[float]]] = {}
+    lat: dict[str, tuple[list[float], list[float]]] = {}
+    labels: dict[str, list[str]] = {}
+    for s in ok_series:
+        name = series_label(s["backend"], s["precision"])
+        pts = [
+            by_key[(s["backend"], s["precision"], b)] for b in batches if (s["backend"], s["precision"], b) in by_key
+        ]
+        pts = [r for r in pts if r.get("status") == "ok"]
+        thr[name] = ([r["batch"] for r in pts], [r["img_s"] for r in pts])
+        lat[name] = ([r["img_s"] for r in pts], [r["p50_ms"] for r in pts])
+        labels[name] = [str(r["batch"]) for r in pts]
+    where = f"{device}, torch {env.get('packages', {}).get('torch', '?')}"
+    paths["throughput_png"] = report.plot_lines(
+        thr,
+        stem.with_name(stem.name + "-throughput.png"),
+        "batch size",
+        "images / s",
+        f"ResNet-50 throughput vs batch ({where})",
+        logx=True,
+    )
+    paths["latency_png"] = report.plot_lines(
+        lat,
+        stem.with_name(stem.name + "-latency.png"),
+        "images / s",
+        "p50 latency per batch (ms)",
+        f"ResNet-50 latency vs throughput, points labelled by batch ({where})",
+        logy=True,
+        labels=labels,
+    )
+    return {k: str(v) for k, v in paths.items()}

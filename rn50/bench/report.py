@@ -1,0 +1,173 @@
+"""Result writers shared by the benchmarks: Markdown/CSV/JSON tables and PNG plots, all written atomically.
+
+Stable API (the `bench train` / `bench data` commands use it too):
+    write_table(rows, columns, out_stem, title, env, notes=(), extra=None) -> {"md": Path, "csv": Path, "json": Path}
+    markdown_table(rows, columns) -> str
+    env_lines(env) -> list[str]
+    plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None) -> Path
+    file_tag(text) -> str
+`columns` is a sequence of keys or (key, header) pairs; a missing value prints as "-".
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import os
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rn50.io import atomic_path, atomic_write_json, atomic_write_text
+
+Column = str | tuple[str, str]
+
+
+def _key_header(col: Column) -> tuple[str, str]:
+    return (col, col) if isinstance(col, str) else (col[0], col[1])
+
+
+def format_cell(value: Any) -> str:
+    """Numbers with sensible precision (4 significant digits, thousands grouped from 1,000), None as '-'."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, int):
+        return f"{value:,}" if abs(value) >= 10_000 else str(value)
+    if isinstance(value, float):
+        a = abs(value)
+        if a >= 1000:
+            return f"{value:,.0f}"
+        if a >= 100:
+            return f"{value:.1f}"
+        if a >= 10:
+            return f"{value:.2f}"
+        if a >= 0.001 or a == 0:
+            return f"{value:.3f}"
+        return f"{value:.2e}"
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    cols = [_key_header(c) for c in columns]
+    lines = [
+        "| " + " | ".join(h for _, h in cols) + " |",
+        "|" + "|".join("---" for _ in cols) + "|",
+    ]
+    for row in rows:
+        lines.append("| " + " | ".join(format_cell(row.get(k)) for k, _ in cols) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
+    """CSV with the column keys as header and raw (unformatted) values, for spreadsheets and pandas."""
+    keys = [_key_header(c)[0] for c in columns]
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(keys)
+    for row in rows:
+        writer.writerow(["" if row.get(k) is None else row.get(k) for k in keys])
+    return buf.getvalue()
+
+
+def env_lines(env: Mapping[str, Any]) -> list[str]:
+    """A few human lines naming the machine and software a result came from."""
+    pk = env.get("packages", {})
+    lines = []
+    gpus = env.get("gpus") or []
+    if gpus:
+        smi = (env.get("nvidia_smi") or [{}])[0]
+        clocks = ""
+        if smi:
+            clocks = (
+                f"; clocks at start SM {smi.get('clocks.sm', '?')} / max {smi.get('clocks.max.sm', '?')}, "
+                f"mem {smi.get('clocks.mem', '?')}, power limit {smi.get('power.limit', '?')}, "
+                f"{smi.get('temperature.gpu', '?')} C"
+            )
+        lines.append(
+            f"GPU: {len(gpus)} x {gpus[0]['name']} ({gpus[0].get('memory_gib', '?')} GiB), driver "
+            f"{env.get('driver', '?')}, CUDA {env.get('torch_cuda', '?')}, cuDNN {env.get('cudnn', '?')}{clocks}"
+        )
+    lines.append(
+        f"CPU: {env.get('cpu', '?')}, {env.get('cpu_cores', '?')} cores, torch threads {env.get('torch_threads', '?')}"
+        + (f", load average {env['loadavg'][0]:.2f}" if env.get("loadavg") else "")
+    )
+    versions = ", ".join(f"{k} {v}" for k, v in pk.items())
+    lines.append(f"Software: Python {env.get('python', '?')}, {versions}; rn50 {env.get('rn50', '?')}")
+    if env.get("git_commit"):
+        lines.append(f"Commit: {env['git_commit']}")
+    return lines
+
+
+def write_table(
+    rows: Sequence[Mapping[str, Any]],
+    columns: Sequence[Column],
+    out_stem: str | os.PathLike,
+    title: str,
+    env: Mapping[str, Any],
+    notes: Iterable[str] = (),
+    extra: Mapping[str, Any] | None = None,
+) -> dict[str, Path]:
+    """Write `<out_stem>.md`, `.csv` and `.json` (the JSON holds title, env, columns, rows and `extra`)."""
+    stem = Path(out_stem)
+    md = [f"# {title}", "", *(f"- {line}" for line in env_lines(env)), *(f"- {n}" for n in notes), ""]
+    md.append(markdown_table(rows, columns))
+    paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
+    paths["json"] = stem.with_name(stem.name + ".json")
+    atomic_write_text(paths["md"], "\n".join(md))
+    atomic_write_text(paths["csv"], csv_text(rows, columns))
+    obj = {"title": title, "env": dict(env), "columns": [_key_header(c)[0] for c in columns], "rows": list(rows)}
+    obj.update(extra or {})
+    atomic_write_json(paths["json"], obj)
+    return paths
+
+
+def file_tag(text: str) -> str:
+    """A file-name-safe piece: lower case, [a-z0-9.+_-] only."""
+    return re.sub(r"[^a-z0-9.+_-]+", "-", str(text).lower()).strip("-") or "x"
+
+
+def plot_lines(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    out_png: str | os.PathLike,
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    labels: Mapping[str, Sequence[str]] | None = None,
+) -> Path:
+    """One line per series (label -> (xs, ys)); optional per-point text labels (e.g. the batch size)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # headless: never try to open a window
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(8, 5), dpi=110)
+    try:
+        for name, (xs, ys) in series.items():
+            if not xs:
+                continue
+            ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.5, label=name)
+            for x, y, text in zip(xs, ys, (labels or {}).get(name, ()), strict=False):
+                ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        if logx:
+            ax.set_xscale("log", base=2)
+        if logy:
+            ax.set_yscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=10)
+        ax.grid(True, which="both", alpha=0.3)
+        if any(xs for xs, _ in series.values()):
+            ax.legend(fontsize=8)
+        fig.tight_layout()
+        out = Path(out_png)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return out

@@ -1,0 +1,390 @@
+"""One small class per inference backend: eager, compile, torchscript, onnxruntime, tensorrt, aoti.
+
+Each runtime turns an in-memory model (or a loaded artifact) into a zero-argument `step` per batch size that runs
+one forward pass on an input already on the device. Compile, export and engine-build time is measured in `build()`
+and `step_for()` (the first call at a new shape) and reported apart from the timed loop. Exported formats go only
+through `rn50.export.export_model` / `load_artifact`: this module never re-implements an exporter or a loader.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import importlib.util
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from rn50.errors import UserError
+
+BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "tensorrt", "aoti")
+PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
+DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# Formats of rn50.export for each artifact backend.
+EXPORT_FORMATS = {"torchscript": "torchscript", "onnxruntime": "onnx", "tensorrt": "trt", "aoti": "aoti"}
+
+
+class Skip(Exception):
+    """This backend/precision/device combination cannot run here; the message says why."""
+
+
+@dataclass
+class Options:
+    device: str = "cpu"
+    image_size: int = 224
+    max_batch: int = 256
+    channels_last: bool = True
+    cuda_graphs: bool = False
+    include_h2d: bool = False
+    compile_dynamic: bool = True
+    workdir: Path = Path(".")
+    calib_dir: Path | None = None
+    images_dir: Path | None = None  # real images for the export's parity check (None: the built-in sample)
+    verify: bool = True  # exports prove parity with eager PyTorch before they are timed
+    num_classes: int = 1000
+
+    @property
+    def cuda(self) -> bool:
+        return self.device.startswith("cuda")
+
+
+@contextlib.contextmanager
+def math_mode(precision: str, cuda: bool) -> Iterator[None]:
+    """fp32 means IEEE fp32 on CUDA (TF32 off: PyTorch's cuDNN default is TF32 on); tf32 turns it on."""
+    if not cuda:
+        yield
+        return
+    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
+    if not hasattr(conv, "fp32_precision"):  # torch < 2.9: the legacy flags
+        before = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
+        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = precision == "tf32"
+        try:
+            yield
+        finally:
+            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = before
+        return
+    before = (conv.fp32_precision, matmul.fp32_precision)
+    conv.fp32_precision = matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision, matmul.fp32_precision = before
+
+
+def _sync(opts: Options) -> None:
+    if opts.cuda:
+        torch.cuda.synchronize()
+
+
+@dataclass
+class Runtime:
+    """Base: subclasses set `name`, implement `check`, `build` and `forward`."""
+
+    model: nn.Module | None
+    precision: str
+    opts: Options
+    build_s: float = 0.0
+    info: dict[str, Any] = field(default_factory=dict)
+    name: str = "base"
+    graphs_supported: bool = False
+
+    # -- what a subclass provides
+    def check(self) -> None:
+        """Raise Skip(reason) when this combination cannot run here (before any expensive work)."""
+
+    def build(self) -> None:
+        """Compile/export/load; time it into self.build_s."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        raise NotImplementedError
+
+    # -- shared
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return torch.float32
+
+    @property
+    def input_channels_last(self) -> bool:
+        return False
+
+    @property
+    def layout(self) -> str:
+        return "nhwc" if self.input_channels_last else "nchw"
+
+    def make_input(self, batch: int, seed: int = 0) -> Tensor:
+        """Random normal input (never zeros: they can run faster than real data), in the runtime's dtype/layout,
+        on the device; pinned on the host instead when the host-to-device copy is part of what is timed."""
+        # Drawn on the device itself: a batch that does not fit there fails here, inside the sweep's OOM handling.
+        device = "cpu" if self.opts.include_h2d else self.opts.device
+        g = torch.Generator(device=device).manual_seed(seed)
+        size = (batch, 3, self.opts.image_size, self.opts.image_size)
+        x = torch.randn(size, generator=g, device=device).to(self.input_dtype)
+        if self.input_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x.pin_memory() if self.opts.include_h2d else x
+
+    def step_for(self, batch: int) -> tuple[Callable[[], Any], float]:
+        """A zero-argument step running one batch, and the seconds its first call took (compile at a new shape,
+        CUDA-graph capture): that first call is build time, never part of the timed samples."""
+        x = self.make_input(batch)
+        device = self.opts.device
+        if self.opts.include_h2d:
+
+            def step() -> Any:
+                return self.forward(x.to(device, non_blocking=True))
+
+        else:
+
+            def step() -> Any:
+                return self.forward(x)
+
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            step()
+        _sync(self.opts)
+        return step, time.perf_counter() - t0
+
+    def infer(self, x: Tensor) -> Tensor:
+        """Float32 NCHW images -> float32 logits (for top-1 agreement), any batch up to max_batch."""
+        x = x.to(self.opts.device).to(self.input_dtype)
+        if self.input_channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            return self.forward(x).float().cpu()
+
+
+class EagerRuntime(Runtime):
+    def __init__(self, model: nn.Module, precision: str, opts: Options) -> None:
+        super().__init__(model, precision, opts, name="eager", graphs_supported=True)
+        self.module: nn.Module | None = None
+        self._graphs: dict[int, Any] = {}
+
+    def check(self) -> None:
+        _check_torch_precision(self.precision, self.opts)
+
+    @property
+    def input_dtype(self) -> torch.dtype:
+        return DTYPES[self.precision]
+
+    @property
+    def input_channels_last(self) -> bool:
+        return self.opts.channels_last
+
+    def _prepared_module(self) -> nn.Module:
+        assert self.model is not None
+        fmt = torch.channels_last if self.opts.channels_last else torch.contiguous_format
+        module = copy.deepcopy(self.model).eval()
+        return module.to(device=self.opts.device, dtype=DTYPES[self.precision], memory_format=fmt)
+
+    def build(self) -> None:
+        t0 = time.perf_counter()
+        self.module = self._prepared_module()
+        _sync(self.opts)
+        self.build_s = time.perf_counter() - t0
+
+    def forward(self, x: Tensor) -> Tensor:
+        assert self.module is not None
+        return self.module(x)
+
+    def step_for(self, batch: int) -> tuple[Callable[[], Any], float]:
+        if not (self.opts.cuda_graphs and self.opts.cuda):
+            return super().step_for(batch)
+        # Capture one forward pass into a CUDA graph (after a side-stream warmup, as the CUDA docs require) and
+        # time its replays: the launch overhead per kernel disappears.
+        t0 = time.perf_counter()
+        static_in = self.make_input(batch)
+        if self.opts.include_h2d:
+            host, static_in = static_in, static_in.to(self.opts.device)
+        stream = torch.cuda.Stream()
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.no_grad(), torch.cuda.stream(stream):
+            for _ in range(3):
+                self.forward(static_in)
+        torch.cuda.current_stream().wait_stream(stream)
+        graph = torch.cuda.CUDAGraph()
+        with torch.no_grad(), torch.cuda.graph(graph):
+            static_out = self.forward(static_in)
+        self._graphs[batch] = (graph, static_in, static_out)
+        torch.cuda.synchronize()
+        capture_s = time.perf_counter() - t0
+
+        if self.opts.include_h2d:
+
+            def step() -> Any:
+                static_in.copy_(host, non_blocking=True)
+                graph.replay()
+                return static_out
+
+        else:
+
+            def step() -> Any:
+                graph.replay()
+                return static_out
+
+        return step, capture_s
+
+
+class CompileRuntime(EagerRuntime):
+    """torch.compile (Inductor) with weight freezing; `reduce-overhead` mode (CUDA graphs) with --cuda-graphs."""
+
+    def __init__(self, model: nn.Module, precision: str, opts: Options) -> None:
+        super().__init__(model, precision, opts)
+        self.name = "compile"
+        self._base: nn.Module | None = None
+
+    def _compile(self) -> nn.Module:
+        assert self._base is not None
+        mode = "reduce-overhead" if (self.opts.cuda_graphs and self.opts.cuda) else None
+        # freezing folds BN into the convs and treats weights as constants: the inference setting of PyTorch's
+        # own benchmarks. dynamic=None: the first size compiles static, a second size recompiles once with a
+        # symbolic batch that serves every later size (--compile-static compiles every size on its own).
+        dynamic = None if self.opts.compile_dynamic else False
+        return torch.compile(self._base, mode=mode, dynamic=dynamic, options={"freezing": True})
+
+    def build(self) -> None:
+        t0 = time.perf_counter()
+        torch._dynamo.reset()
+        self._base = self._prepared_module()
+        self.module = self._compile()
+        self.build_s = time.perf_counter() - t0
+
+    def step_for(self, batch: int) -> tuple[Callable[[], Any], float]:
+        if not self.opts.compile_dynamic:
+            torch._dynamo.reset()
+            self.module = self._compile()
+        step, first_s = Runtime.step_for(self, batch)
+        if self.opts.cuda_graphs and self.opts.cuda:
+            # cudagraph trees record on the 2nd/3rd call at a new shape: count those as build time too.
+            t0 = time.perf_counter()
+            with torch.no_grad():
+                step()
+                step()
+            _sync(self.opts)
+            first_s += time.perf_counter() - t0
+        return step, first_s
+
+
+def _check_torch_precision(precision: str, opts: Options) -> None:
+    if precision == "int8":
+        raise Skip("int8 runs as the Q/DQ ONNX model: use --backend onnxruntime (or tensorrt on a GPU)")
+    if precision == "tf32" and not opts.cuda:
+        raise Skip("tf32 is a CUDA math mode (Ampere or newer); on CPU fp32 is the full-precision setting")
+
+
+class ArtifactRuntime(Runtime):
+    """An artifact from rn50.export (exported here from the model, or given by the user), run by its own loader."""
+
+    def __init__(
+        self, model: nn.Module | None, precision: str, opts: Options, backend: str, artifact: Path | None = None
+    ) -> None:
+        super().__init__(model, precision, opts, name=backend, graphs_supported=False)
+        self.artifact = artifact
+        self.runner: Any = None
+
+    def check(self) -> None:
+        if importlib.util.find_spec("rn50.export") is None:
+            raise Skip("rn50.export is not available in this install")
+        if self.artifact is not None:
+            return
+        if self.precision == "int8" and self.name not in ("onnxruntime", "tensorrt"):
+            raise Skip("int8 exists only as the Q/DQ ONNX model: use --backend onnxruntime or tensorrt")
+        if self.precision == "tf32" and not self.opts.cuda:
+            raise Skip("tf32 is a CUDA math mode (Ampere or newer); on CPU fp32 is the full-precision setting")
+        if self.name == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
+            raise Skip("onnxruntime is not installed: pip install 'rn50[onnx]' (onnxruntime-gpu on a GPU machine)")
+        if self.name == "tensorrt":
+            if not self.opts.cuda:
+                raise Skip("tensorrt needs an NVIDIA GPU (--device cuda)")
+            if importlib.util.find_spec("tensorrt") is None:
+                raise Skip("tensorrt is not installed: pip install 'rn50[trt]'")
+        if self.name == "aoti" and self.opts.cuda and not torch.cuda.is_available():
+            raise Skip("CUDA is not available")
+
+    def _export_precision(self) -> str:
+        # TF32 is a runtime math mode for the torch-run formats: their artifact is plain fp32.
+        if self.precision == "tf32" and self.name in ("torchscript", "aoti"):
+            return "fp32"
+        return self.precision
+
+    def build(self) -> None:
+        from rn50 import export
+
+        t0 = time.perf_counter()
+        path = self.artifact
+        if path is None:
+            fmt = EXPORT_FORMATS[self.name]
+            out = self.opts.workdir / f"{self.name}-{self.precision}{export.SUFFIX.get(fmt, '')}"
+            kwargs: dict[str, Any] = dict(
+                precision=self._export_precision(),
+                max_batch=self.opts.max_batch,
+                image_size=self.opts.image_size,
+                force=True,
+                verify=self.opts.verify,
+            )
+            if self.precision == "int8" and self.opts.calib_dir is not None:
+                kwargs["calib_dir"] = self.opts.calib_dir
+            if self.opts.images_dir is not None:
+                kwargs["images_dir"] = self.opts.images_dir
+            # The export proves parity with eager PyTorch on real images and refuses an artifact that fails it:
+            # such a combination is reported as skipped with the export's reason, never timed.
+            try:
+                result = export.export_model(self.model, fmt, out, device=self.opts.device, **kwargs)
+            except UserError as e:
+                raise Skip(str(e)) from None
+            path = Path(result.path)
+            self.info["export_s"] = round(time.perf_counter() - t0, 3)
+            parity = (result.sidecar or {}).get("parity")
+            if parity:
+                self.info["parity"] = {k: v for k, v in parity.items() if isinstance(v, int | float | str | bool)}
+        t1 = time.perf_counter()
+        try:
+            self.runner = export.load_artifact(path, self.opts.device)
+        except UserError as e:
+            if self.artifact is not None:
+                raise  # the user's own file: bad input, one line
+            raise Skip(str(e)) from None
+        self.info["load_s"] = round(time.perf_counter() - t1, 3)
+        self.info["artifact"] = str(path)
+        for attr in ("format", "precision", "provider"):
+            value = getattr(self.runner, attr, None)
+            if value is not None:
+                self.info[attr] = value if isinstance(value, str | int | float) else str(value)
+        self.build_s = time.perf_counter() - t0
+
+    def forward(self, x: Tensor) -> Tensor:
+        # Runner.run: the zero-copy path (float32, contiguous, on the runner's device), which make_input provides.
+        with math_mode(self.precision, self.opts.cuda):
+            return self.runner.run(x)
+
+    def infer(self, x: Tensor) -> Tensor:
+        with math_mode(self.precision, self.opts.cuda), torch.no_grad():
+            return self.runner(x).float().cpu()
+
+
+def make_runtime(
+    backend: str, model: nn.Module | None, precision: str, opts: Options, artifact: Path | None = None
+) -> Runtime:
+    if artifact is not None:
+        return ArtifactRuntime(None, precision, opts, backend, artifact=artifact)
+    if backend == "eager":
+        assert model is not None
+        return EagerRuntime(model, precision, opts)
+    if backend == "compile":
+        assert model is not None
+        return CompileRuntime(model, precision, opts)
+    if backend in EXPORT_FORMATS:
+        return ArtifactRuntime(model, precision, opts, backend, artifact=artifact)
+    raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+
+
+def is_oom(exc: BaseException) -> bool:
+    """CUDA out-of-memory from torch, ONNX Runtime or TensorRT (each words it differently)."""
+    if isinstance(exc, torch.cuda.OutOfMemoryError):
+        return True
+    text = str(exc).lower()
+    return any(s in text for s in ("out of memory", "failed to allocate memory", "cudaerrormemoryallocation"))
