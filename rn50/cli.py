@@ -239,10 +239,113 @@ def export(
 
 
 # ---- bench (issues: bench infer, bench train)
-@bench_app.command("infer", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def bench_infer(ctx: typer.Context) -> None:
-    """Inference batch sweep (not built yet)."""
-    raise UserError("`rn50 bench infer` is not built yet")
+@bench_app.command("infer")
+def bench_infer(
+    source: Annotated[
+        Path | None, typer.Argument(help="Checkpoint or exported artifact; omit for a random-init ResNet-50.")
+    ] = None,
+    batch: Annotated[str, typer.Option(help="A..B (powers of two from A to B) or a list such as 1,3,8.")] = "1..256",
+    backend: Annotated[
+        str, typer.Option(help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti.")
+    ] = "eager",
+    precision: Annotated[
+        str | None, typer.Option(help="Comma list of fp32, tf32, fp16, bf16, int8 (default: fp16 on cuda, else fp32).")
+    ] = None,
+    device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda when available).")] = None,
+    image_size: Annotated[int, typer.Option(help="Input height and width in pixels.")] = 224,
+    warmup: Annotated[int, typer.Option(help="Untimed iterations per batch size before timing.")] = 10,
+    iters: Annotated[int | None, typer.Option(help="Timed iterations per batch size (default 50).")] = None,
+    min_time: Annotated[
+        float | None, typer.Option(help="Instead of --iters: time each batch size for at least S seconds.")
+    ] = None,
+    cuda_graphs: Annotated[
+        bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay CUDA graphs (eager, compile).")
+    ] = False,
+    include_h2d: Annotated[
+        bool, typer.Option("--include-h2d/--no-include-h2d", help="Time the host-to-device input copy too.")
+    ] = False,
+    channels_last: Annotated[
+        bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format for eager/compile.")
+    ] = True,
+    compile_dynamic: Annotated[
+        bool,
+        typer.Option("--compile-dynamic/--compile-static", help="compile: one symbolic-batch graph, or one per size."),
+    ] = True,
+    images: Annotated[
+        Path | None, typer.Option(help="Real images (ImageNet layout) for top-1 agreement; int8 calibrates on train/.")
+    ] = None,
+    calib_dir: Annotated[
+        Path | None, typer.Option(help="Calibration images for int8 (default: from --images).")
+    ] = None,
+    baseline: Annotated[
+        bool, typer.Option("--baseline/--no-baseline", help="Also run eager fp32 for the speedup column.")
+    ] = True,
+    verify: Annotated[
+        bool, typer.Option("--verify/--no-verify", help="Exports prove parity with eager PyTorch before timing.")
+    ] = True,
+    out: Annotated[Path, typer.Option(help="Folder for the Markdown, CSV, JSON and PNG results.")] = Path("results"),
+) -> None:
+    """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size."""
+    import torch
+
+    from rn50.bench.infer import InferConfig, run_infer
+    from rn50.bench.runtimes import BACKENDS, PRECISIONS
+    from rn50.bench.timing import parse_batches, parse_list
+
+    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    cfg = InferConfig(
+        source=source,
+        batches=parse_batches(batch),
+        backends=parse_list(backend, BACKENDS, "backend"),
+        precisions=parse_list(precision or ("fp16" if dev.startswith("cuda") else "fp32"), PRECISIONS, "precision"),
+        device=dev,
+        image_size=image_size,
+        warmup=warmup,
+        iters=iters if iters is not None or min_time is not None else 50,
+        min_time=min_time,
+        cuda_graphs=cuda_graphs,
+        include_h2d=include_h2d,
+        channels_last=channels_last,
+        compile_dynamic=compile_dynamic,
+        images=images,
+        calib_dir=calib_dir,
+        baseline=baseline,
+        verify=verify,
+        out=out,
+    )
+    result = run_infer(cfg)
+    table = Table(title=f"rn50 bench infer ({dev})", box=box.SIMPLE_HEAD)
+    for col in ("backend", "precision", "batch", "img/s", "speedup", "p50 ms", "p90 ms", "p99 ms", "status"):
+        table.add_column(col, justify="left" if col in ("backend", "precision", "status") else "right")
+    for r in result["rows"]:
+        ok = r.get("status") == "ok"
+
+        def num(key: str, fmt: str, row: dict = r, ok: bool = ok) -> str:
+            return format(row[key], fmt) if ok and row.get(key) is not None else "-"
+
+        status = r["status"]
+        table.add_row(
+            r["backend"],
+            r["precision"],
+            str(r["batch"] if r.get("batch") is not None else "-"),
+            num("img_s", ",.1f"),
+            num("speedup", ".2f"),
+            num("p50_ms", ".2f"),
+            num("p90_ms", ".2f"),
+            num("p99_ms", ".2f"),
+            status,
+        )
+    console.print(table)
+    for s in result["series"]:
+        if s.get("reason"):
+            console.print(f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}", highlight=False)
+        if s.get("top1_agreement") is not None:
+            console.print(
+                f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
+                f"{100 * s['top1_agreement']:.1f}% on {s['agreement_n']} real images"
+            )
+    for key, path in result["paths"].items():
+        console.print(f"{key}: {path}", highlight=False)
 
 
 @bench_app.command("train")
