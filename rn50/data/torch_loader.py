@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import warnings
 from collections.abc import Iterator
 
 import numpy as np
@@ -14,6 +15,10 @@ from torch import Tensor
 from rn50.data.loaders import FileList, normalize_on_device, shard_batches
 from rn50.data.transforms import CROP_AREA, CROP_RATIO, eval_resize
 from rn50.recipes import Recipe
+
+# torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
+# every torchvision this package supports (0.26-0.29); keep the per-image warning out of the training log.
+warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 
 
 def decode_rgb(path: str) -> Tensor:

@@ -1,0 +1,58 @@
+"""Small image folders for loader tests: unusual-but-valid images (must be used) and corrupt ones (must be skipped)."""
+
+from __future__ import annotations
+
+import io
+import shutil
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+UNUSUAL = ("gray", "cmyk", "png_named_jpeg", "progressive", "tiny", "wide", "tall", "rgba_png")
+CORRUPT = ("truncated", "garbage", "empty", "header_only")
+
+
+def _rgb(rng: np.random.Generator, w: int, h: int) -> Image.Image:
+    # smooth colour gradients plus noise: something a decoder must get right, not flat grey
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 255 / max(w - 1, 1), y * 255 / max(h - 1, 1), np.full_like(x, 128.0)], -1)
+    return Image.fromarray((base + rng.normal(0, 10, base.shape)).clip(0, 255).astype(np.uint8))
+
+
+def write_unusual(folder: Path, rng: np.random.Generator) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    out = {name: folder / f"{name}.JPEG" for name in UNUSUAL}
+    _rgb(rng, 48, 40).convert("L").save(out["gray"], format="JPEG")
+    _rgb(rng, 48, 40).convert("CMYK").save(out["cmyk"], format="JPEG")
+    _rgb(rng, 48, 40).save(out["png_named_jpeg"], format="PNG")
+    _rgb(rng, 48, 40).save(out["progressive"], format="JPEG", progressive=True)
+    _rgb(rng, 5, 4).save(out["tiny"], format="JPEG")
+    _rgb(rng, 400, 8).save(out["wide"], format="JPEG")
+    _rgb(rng, 6, 300).save(out["tall"], format="JPEG")
+    _rgb(rng, 48, 40).convert("RGBA").save(out["rgba_png"], format="PNG")
+    return list(out.values())
+
+
+def write_corrupt(folder: Path, rng: np.random.Generator) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    buf = io.BytesIO()
+    _rgb(rng, 48, 40).save(buf, format="JPEG")
+    data = buf.getvalue()
+    out = {name: folder / f"{name}.JPEG" for name in CORRUPT}
+    out["truncated"].write_bytes(data[: len(data) // 3])
+    out["garbage"].write_bytes(rng.bytes(700))
+    out["empty"].write_bytes(b"")
+    out["header_only"].write_bytes(data[:200] + b"\xff\xd9")  # claims to end properly, but has no scan data
+    return list(out.values())
+
+
+def make_tiny_dataset(src: Path, dst: Path, per_class_train: int, per_class_val: int) -> Path:
+    """The first few images per class of the built-in sample, in the same layout."""
+    for split, n in (("train", per_class_train), ("val", per_class_val)):
+        for class_dir in sorted((src / split).iterdir()):
+            target = dst / split / class_dir.name
+            target.mkdir(parents=True, exist_ok=True)
+            for f in sorted(class_dir.iterdir())[:n]:
+                shutil.copy(f, target / f.name)
+    return dst
