@@ -152,10 +152,79 @@ def data_check(
 
 
 # ---- train (issue: the trainer)
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def train(ctx: typer.Context) -> None:
-    """Train ResNet-50 v1.5 with a recipe (not built yet)."""
-    raise UserError("`rn50 train` is not built yet")
+@app.command()
+def train(
+    data: Annotated[
+        Path | None, typer.Argument(help="ImageNet-layout folder (train/, val/); omit for synthetic.")
+    ] = None,
+    recipe: Annotated[str, typer.Option("--recipe", help="Recipe name (`rn50 recipes` lists them).")] = "sample-cpu",
+    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Images per device per step.")] = None,
+    optimizer_batch_size: Annotated[
+        int | None, typer.Option(help="Images per optimizer step; above world x batch it accumulates gradients.")
+    ] = None,
+    lr: Annotated[
+        float | None, typer.Option(help="Peak lr for the optimizer batch (default 0.256 x batch/256).")
+    ] = None,
+    warmup: Annotated[float | None, typer.Option(help="Linear warmup epochs (fractions allowed).")] = None,
+    lr_schedule: Annotated[str | None, typer.Option(help="cosine, linear or step.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
+    weight_decay: Annotated[float | None, typer.Option(help="Weight decay on tensors with ndim >= 2.")] = None,
+    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.")] = None,
+    mixup: Annotated[float | None, typer.Option(help="Mixup alpha (0: off).")] = None,
+    precision: Annotated[str | None, typer.Option(help="fp16 (AMP), bf16, tf32 or fp32.")] = None,
+    static_loss_scale: Annotated[
+        float | None, typer.Option(help="fp16: a fixed loss scale instead of dynamic.")
+    ] = None,
+    memory_format: Annotated[str | None, typer.Option(help="nhwc (channels_last) or nchw.")] = None,
+    data_backend: Annotated[str | None, typer.Option(help="pytorch, dali-cpu, dali-gpu or synthetic.")] = None,
+    workers: Annotated[
+        int | None, typer.Option("--workers", "-j", help="Loader processes/threads (0: inline).")
+    ] = None,
+    image_size: Annotated[int | None, typer.Option(help="Training crop in px.")] = None,
+    num_classes: Annotated[int | None, typer.Option(help="Model outputs.")] = None,
+    ema: Annotated[float | None, typer.Option(help="Keep an EMA of the weights with this decay (e.g. 0.9999).")] = None,
+    zero_init_last: Annotated[
+        bool | None, typer.Option("--zero-init-last/--no-zero-init-last", help="Zero the last BN of each block.")
+    ] = None,
+    seed: Annotated[int, typer.Option(help="Seed (each rank uses seed + rank).")] = 0,
+    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
+    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<recipe>-<time>).")] = None,
+    resume: Annotated[
+        str | None, typer.Option(help="Continue from a checkpoint path, or `auto` (the run's last).")
+    ] = None,
+    evaluate: Annotated[
+        str | None, typer.Option(help="Only evaluate this checkpoint (any format rn50 loads), or `auto`.")
+    ] = None,
+    prof: Annotated[int | None, typer.Option(help="Stop each phase after N iterations (benchmarking).")] = None,
+    training_only: Annotated[bool, typer.Option("--training-only/--no-training-only", help="Skip validation.")] = False,
+    print_freq: Annotated[int, typer.Option(help="Log metrics every N iterations.")] = 10,
+    report_file: Annotated[Path | None, typer.Option(help="Also write the final report.md here.")] = None,
+    max_nonfinite: Annotated[int, typer.Option(help="Stop after this many non-finite losses in a row.")] = 10,
+    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
+    gpus: Annotated[int, typer.Option(help="Processes per node; > 1 relaunches under torchrun.")] = 1,
+    nnodes: Annotated[int, typer.Option(help="Nodes (multi-node: same command on each).")] = 1,
+    node_rank: Annotated[int, typer.Option(help="This node's rank.")] = 0,
+    rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of the rendezvous (multi-node).")] = None,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bar.")] = True,
+) -> None:
+    """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint."""
+    from rn50.train.cli_options import build_options
+
+    opts, launch = build_options(dict(locals()))
+    if launch is not None:
+        raise typer.Exit(launch())
+    from rn50.train.loop import fit
+
+    summary = fit(opts)
+    if summary["status"] == "evaluated":
+        console.print(f"top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  ({summary['images']} images)")
+    elif summary.get("top1") is not None:
+        console.print(
+            f"{summary['status']}: top-1 {summary['top1']:.2f}% (best {summary['best_top1']:.2f}%); {summary['out']}"
+        )
+    else:
+        console.print(f"{summary['status']}: {summary['out']}")
 
 
 # ---- export (issue: export)
