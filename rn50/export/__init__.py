@@ -8,6 +8,7 @@ runner = load_artifact(result.path, device="cpu")                            # r
 from __future__ import annotations
 
 import atexit
+import copy
 import logging
 import os
 import shutil
@@ -130,7 +131,8 @@ def load_images(root: str | os.PathLike | None, split: str, n: int, image_size: 
 
 def _resolve_source(source: str | os.PathLike | nn.Module) -> tuple[nn.Module, dict[str, Any]]:
     if isinstance(source, nn.Module):
-        return source, {"source": None, "source_sha256": None, "recipe": None}
+        # A copy: exporting must not move, cast or re-mode the caller's model.
+        return copy.deepcopy(source).cpu().float(), {"source": None, "source_sha256": None, "recipe": None}
     from rn50.weights import checkpoint_meta, load_model
 
     path = Path(source)

@@ -7,6 +7,7 @@ Input sets: seeded random images at batch 1 and an odd batch 7 (proves the dynam
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -72,7 +73,10 @@ def check_parity(
     """Run `run` and the eager fp32 `model` (on CPU, so TF32 never creeps into the reference) on the same inputs;
     raise ParityError over tolerance, else return the figures for the sidecar."""
     tol = TOLERANCES[precision]
-    model = model.float().cpu().eval()
+    param = next(model.parameters())
+    if param.device.type != "cpu" or param.dtype != torch.float32:
+        model = copy.deepcopy(model).float().cpu()
+    model.eval()
     batches = tuple(b for b in (1, 7) if b <= max_batch)
     sets: dict[str, list[Tensor]] = {"random": random_inputs(image_size, batches)}
     if real_images is not None:
