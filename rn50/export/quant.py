@@ -2,8 +2,9 @@
 
 ONNX Runtime's own quantisation tool does the work: `quant_pre_process` (symbolic shape inference and ORT graph
 optimisation, which folds BN into the convolutions), then `quantize_static` in QDQ format with symmetric signed
-INT8 activations and per-channel symmetric INT8 weights. Zero points are therefore all 0, the form TensorRT's
-explicit quantisation requires, and ORT's CPU provider fuses the pairs into integer kernels.
+INT8 activations and per-channel symmetric INT8 weights (the stem convolution stays float, see below). Zero points
+are therefore all 0, the form TensorRT's explicit quantisation requires, and ORT's CPU provider fuses the pairs
+into integer kernels.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def export_onnx_int8(
     max_batch: int = 256,
     simplify: bool = False,
     percentile: float = 99.999,
+    keep_stem_float: bool = True,
 ) -> dict[str, Any]:
     require("onnxruntime", "onnx")
     import onnx
@@ -92,6 +94,12 @@ def export_onnx_int8(
         fp32, pre = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx"
         export_onnx(model, fp32, "fp32", image_size, max_batch, simplify=simplify)
         quant_pre_process(fp32, pre)
+        graph = onnx.load(os.fspath(pre), load_external_data=False).graph
+        # The stem conv reads the raw normalised image (3 channels, 3% of the MACs): quantising its input and
+        # weights costs far more accuracy than it saves time (top-1 agreement 86% -> 99% on the sample), so it
+        # stays float, as is common practice for INT8 CNNs.
+        stem = [n.name for n in graph.node if n.op_type == "Conv" and graph.input[0].name in n.input]
+        exclude = stem if keep_stem_float else []
         quantize_static(
             pre,
             os.fspath(path),
@@ -103,6 +111,7 @@ def export_onnx_int8(
             calibrate_method=getattr(CalibrationMethod, CALIBRATION[method]),
             calibration_providers=["CPUExecutionProvider"],
             extra_options=extra,
+            nodes_to_exclude=exclude,
         )
     proto = onnx.load(os.fspath(path))
     onnx.checker.check_model(proto)
@@ -116,6 +125,7 @@ def export_onnx_int8(
             "calibration": method,
             **({"percentile": percentile} if method == "percentile" else {}),
             "calibration_images": int(calib.shape[0]),
+            "float_nodes": exclude,
             **qdq_summary(proto),
         },
     }

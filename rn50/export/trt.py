@@ -58,27 +58,27 @@ def default_timing_cache() -> Path:
     return base / f"timing-trt{ident['tensorrt']}-sm{ident['compute_capability'].replace('.', '')}.cache"
 
 
-class _Logger:
-    """A TensorRT logger that forwards to `logging` (so errors land in one place, not on stdout)."""
+def make_logger():
+    """A TensorRT logger that forwards to `logging` and keeps the errors for the one-line message."""
+    import tensorrt as trt
 
-    def __new__(cls):
-        import tensorrt as trt
+    severity = trt.ILogger.Severity
 
-        class Logger(trt.ILogger):
-            def __init__(self) -> None:
-                trt.ILogger.__init__(self)
-                self.errors: list[str] = []
+    class Logger(trt.ILogger):
+        def __init__(self) -> None:
+            trt.ILogger.__init__(self)
+            self.errors: list[str] = []
 
-            def log(self, severity, msg) -> None:
-                if severity in (trt.ILogger.INTERNAL_ERROR, trt.ILogger.ERROR):
-                    self.errors.append(msg)
-                    log.error("TensorRT: %s", msg)
-                elif severity == trt.ILogger.WARNING:
-                    log.warning("TensorRT: %s", msg)
-                else:
-                    log.debug("TensorRT: %s", msg)
+        def log(self, level, msg) -> None:
+            if level in (severity.INTERNAL_ERROR, severity.ERROR):
+                self.errors.append(msg)
+                log.error("TensorRT: %s", msg)
+            elif level == severity.WARNING:
+                log.warning("TensorRT: %s", msg)
+            else:
+                log.debug("TensorRT: %s", msg)
 
-        return Logger()
+    return Logger()
 
 
 def build_engine(
@@ -93,7 +93,7 @@ def build_engine(
     trt = require_trt()
     from rn50.io import atomic_path
 
-    logger = _Logger()
+    logger = make_logger()
     builder = trt.Builder(logger)
     flags = 0
     strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
@@ -183,7 +183,7 @@ class TrtRunner(Runner):
     def __init__(self, path: str, precision: str, sidecar: dict, device: torch.device):
         trt = require_trt()
         check_engine_compatible(sidecar, device.index or 0)
-        self._logger = _Logger()
+        self._logger = make_logger()
         self.runtime = trt.Runtime(self._logger)
         with torch.cuda.device(device):
             self.engine = self.runtime.deserialize_cuda_engine(Path(path).read_bytes())
