@@ -668,6 +668,7 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
         "GPUs" if report.config["device"] == "cuda" else "worker processes",
         "img/s",
         f"ResNet-50 v1.5 training, batch {report.config['batch']} per worker",
+        logx=True,
     )
     return {k: str(v) for k, v in paths.items()}
 
