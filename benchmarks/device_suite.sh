@@ -89,14 +89,14 @@ cat "$WORK/logs/env.log"
 if [ "$DRY" = 1 ]; then
   step gpu-tests 120 "$PY" -m pytest -q -m gpu tests/bench
 else
-  step gpu-tests 150 "$PY" -m pytest -q -m gpu tests
+  step gpu-tests 120 "$PY" -m pytest -q -m gpu tests
 fi
-step infer-eager-compile 190 "$PY" -m rn50 bench infer --batch "$BATCH" "${INFER1[@]}" "${COMMON[@]}" \
+step infer-eager-compile 170 "$PY" -m rn50 bench infer --batch "$BATCH" "${INFER1[@]}" "${COMMON[@]}" \
   --out "$WORK/results/infer-eager-compile"
-step infer-aoti 170 "$PY" -m rn50 bench infer --batch "$BATCH" "${INFER2[@]}" "${COMMON[@]}" \
+step infer-aoti 150 "$PY" -m rn50 bench infer --batch "$BATCH" "${INFER2[@]}" "${COMMON[@]}" \
   --out "$WORK/results/infer-aoti"
 if "$PY" -c "import tensorrt" >/dev/null 2>&1; then
-  step infer-tensorrt 120 "$PY" -m rn50 bench infer --batch "$BATCH" "${TRT[@]}" "${COMMON[@]}" \
+  step infer-tensorrt 60 "$PY" -m rn50 bench infer --batch "$BATCH" "${TRT[@]}" "${COMMON[@]}" \
     --out "$WORK/results/infer-tensorrt"
 else
   printf 'infer-tensorrt\tskipped\t0\ttensorrt is not importable here\n' >>"$STEPS"
@@ -132,7 +132,12 @@ for path in sorted((work / "results").glob("**/infer-*.json")):
         vals = []
         for n in names:
             r = cell.get((n, b))
-            vals.append("-" if r is None else (f"{r['img_s']:,.0f}" if r["status"] == "ok" else r["status"].upper()))
+            if r is None:
+                vals.append("-")
+            elif r["status"] != "ok":
+                vals.append(r["status"].upper())
+            else:
+                vals.append(f"{r['img_s']:,.0f}" if r["img_s"] >= 100 else f"{r['img_s']:.3g}")
         lines.append(f"| {b} | " + " | ".join(vals) + " |")
     for s in data["series"]:
         extra = f", build {s['build_s']} s" if s.get("build_s") is not None else ""

@@ -1,1 +1,1 @@
-"""Benchmarks: inference sweeps (infer, runtimes, timing), training scaling, input pipelines; shared writers (report)."""
+"""Benchmarks: inference sweeps (infer, runtimes, timing), training scaling, input pipelines; writers (report)."""

@@ -73,6 +73,7 @@ class InferConfig:
     num_classes: int | None = None
     agreement_images: int = 256
     verify: bool = True  # exports run their parity check (rn50.export) before being timed
+    keep_artifacts: Path | None = None  # keep the exported artifacts here (default: a temporary folder)
     baseline: bool = True
     progress: bool = True
 
@@ -113,6 +114,10 @@ class InferConfig:
                 raise UserError(f"{name} {path}: not a folder")
         if Path(self.out).exists() and not Path(self.out).is_dir():
             raise UserError(f"--out {self.out} is a file; give a folder")
+        if self.keep_artifacts is not None and Path(self.keep_artifacts).is_file():
+            raise UserError(f"--keep-artifacts {self.keep_artifacts} is a file; give a folder")
+        if self.source is not None and is_artifact(Path(self.source)):
+            _check_artifact_size(Path(self.source), self.image_size)
 
     @property
     def layout(self) -> str:
@@ -122,6 +127,18 @@ class InferConfig:
 def is_artifact(path: Path) -> bool:
     """An exported artifact (by suffix, or a sidecar JSON beside it) rather than a training checkpoint."""
     return path.suffix.lower() in ARTIFACT_SUFFIXES or path.with_name(path.name + ".json").is_file()
+
+
+def _check_artifact_size(path: Path, image_size: int) -> None:
+    import json
+
+    try:
+        sidecar = json.loads(path.with_name(path.name + ".json").read_text())
+    except (OSError, ValueError):
+        return
+    size = sidecar.get("image_size")
+    if size and int(size) != image_size:
+        raise UserError(f"{path} was exported for {size} px images; pass --image-size {size}")
 
 
 def _load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:
@@ -208,6 +225,9 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
     env["loadavg"] = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rn50-bench-") as tmp:
         workdir = Path(tmp)
+        if cfg.keep_artifacts is not None:
+            workdir = Path(cfg.keep_artifacts)
+            workdir.mkdir(parents=True, exist_ok=True)
         model, weights, _ = _load_source(cfg)
         artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
         plan = _plan(cfg, artifact)
@@ -349,6 +369,11 @@ def _run_series(
         advance(f"{label} batch {batch}")
         row: dict[str, Any] = {"backend": series["backend"], "precision": precision, "layout": rt.layout}
         row.update(batch=batch, provider=provider)
+        if rt.info.get("max_batch") and batch > rt.info["max_batch"]:
+            row.update(status="skipped", reason=f"the artifact takes batches up to {rt.info['max_batch']}")
+            rows.append(row)
+            advance(None, 1)
+            continue
         try:
             with math_mode(precision, opts.cuda), torch.no_grad():
                 step, first_s = rt.step_for(batch)

@@ -55,25 +55,21 @@ class Options:
 
 @contextlib.contextmanager
 def math_mode(precision: str, cuda: bool) -> Iterator[None]:
-    """fp32 means IEEE fp32 on CUDA (TF32 off: PyTorch's cuDNN default is TF32 on); tf32 turns it on."""
+    """fp32 means IEEE fp32 on CUDA (TF32 off: PyTorch's cuDNN default is TF32 on); tf32 turns it on.
+
+    Through the allow_tf32 flags, which every torch from 2.11 on honours: once the newer per-backend
+    fp32_precision setters are used, torch 2.14 refuses later reads of these flags (Inductor reads them).
+    """
     if not cuda:
         yield
         return
-    conv, matmul = torch.backends.cudnn.conv, torch.backends.cuda.matmul
-    if not hasattr(conv, "fp32_precision"):  # torch < 2.9: the legacy flags
-        before = (torch.backends.cudnn.allow_tf32, matmul.allow_tf32)
-        torch.backends.cudnn.allow_tf32 = matmul.allow_tf32 = precision == "tf32"
-        try:
-            yield
-        finally:
-            torch.backends.cudnn.allow_tf32, matmul.allow_tf32 = before
-        return
-    before = (conv.fp32_precision, matmul.fp32_precision)
-    conv.fp32_precision = matmul.fp32_precision = "tf32" if precision == "tf32" else "ieee"
+    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
+    before = (cudnn.allow_tf32, matmul.allow_tf32)
+    cudnn.allow_tf32 = matmul.allow_tf32 = precision == "tf32"
     try:
         yield
     finally:
-        conv.fp32_precision, matmul.fp32_precision = before
+        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 def _sync(opts: Options) -> None:
@@ -209,7 +205,7 @@ class EagerRuntime(Runtime):
         graph = torch.cuda.CUDAGraph()
         with torch.no_grad(), torch.cuda.graph(graph):
             static_out = self.forward(static_in)
-        self._graphs[batch] = (graph, static_in, static_out)
+        self._graphs = {batch: (graph, static_in, static_out)}  # one at a time: each holds a memory pool
         torch.cuda.synchronize()
         capture_s = time.perf_counter() - t0
 
@@ -239,12 +235,15 @@ class CompileRuntime(EagerRuntime):
 
     def _compile(self) -> nn.Module:
         assert self._base is not None
-        mode = "reduce-overhead" if (self.opts.cuda_graphs and self.opts.cuda) else None
         # freezing folds BN into the convs and treats weights as constants: the inference setting of PyTorch's
-        # own benchmarks. dynamic=None: the first size compiles static, a second size recompiles once with a
-        # symbolic batch that serves every later size (--compile-static compiles every size on its own).
+        # own benchmarks. triton.cudagraphs is what mode="reduce-overhead" sets (mode and options exclude each
+        # other). dynamic=None: the first size compiles static, a second size recompiles once with a symbolic
+        # batch that serves every later size (--compile-static compiles every size on its own).
+        options: dict[str, Any] = {"freezing": True}
+        if self.opts.cuda_graphs and self.opts.cuda:
+            options["triton.cudagraphs"] = True
         dynamic = None if self.opts.compile_dynamic else False
-        return torch.compile(self._base, mode=mode, dynamic=dynamic, options={"freezing": True})
+        return torch.compile(self._base, dynamic=dynamic, options=options)
 
     def build(self) -> None:
         t0 = time.perf_counter()
@@ -350,6 +349,9 @@ class ArtifactRuntime(Runtime):
             raise Skip(str(e)) from None
         self.info["load_s"] = round(time.perf_counter() - t1, 3)
         self.info["artifact"] = str(path)
+        sidecar = getattr(self.runner, "sidecar", None) or {}
+        if sidecar.get("max_batch"):
+            self.info["max_batch"] = int(sidecar["max_batch"])
         for attr in ("format", "precision", "provider"):
             value = getattr(self.runner, attr, None)
             if value is not None:

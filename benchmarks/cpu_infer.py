@@ -1,0 +1,170 @@
+"""CPU inference: the best backend at batch 8 and 224 px against eager fp32 measured in the same run, with top-1
+agreement against fp32 on real images (the sample's val split) from a model trained on the sample.
+
+    python benchmarks/cpu_infer.py                       # trains a sample model once (cached under --work)
+    python benchmarks/cpu_infer.py --checkpoint CKPT     # or any rn50 checkpoint, e.g. from `rn50 train`
+
+Prints img/s per series, the ratio to eager fp32, the top-1 agreement and the load average before and after; the full
+sweep (Markdown, CSV, JSON, PNG) goes to --out. Goal: >= 5x eager fp32 at >= 99% top-1 agreement.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from rn50.bench.infer import InferConfig, run_infer  # noqa: E402
+from rn50.io import atomic_write_json  # noqa: E402
+
+
+def train_on_sample(sample: Path, out: Path, size: int, epochs: int, eval_size: int) -> Path:
+    """A 10-class ResNet-50 trained briefly on the sample at `size` px, with BN statistics re-estimated at the
+    benchmark's `eval_size` (so its fp32 predictions at 224 px are confident, as a real model's are)."""
+    from rn50.data.transforms import load_labeled_images
+    from rn50.model import resnet50
+    from rn50.weights import save_weights
+
+    torch.manual_seed(0)
+    images, labels = load_labeled_images(sample / "train", 10_000, size)
+    model = resnet50(num_classes=10, zero_init_last=True)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.875, weight_decay=1 / 32768)
+    steps = epochs * ((len(images) + 31) // 32)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.2)
+    model.train()
+    t0 = time.perf_counter()
+    for epoch in range(epochs):
+        perm = torch.randperm(len(images))
+        for i in range(0, len(images), 32):
+            idx = perm[i : i + 32]
+            x = images[idx]
+            if torch.rand(()) < 0.5:
+                x = x.flip(3)
+            loss = torch.nn.functional.cross_entropy(model(x), labels[idx], label_smoothing=0.1)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+        print(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
+    calib, _ = load_labeled_images(sample / "train", 512, eval_size)
+    for m in model.modules():
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative average over the re-estimation batches
+    with torch.no_grad():
+        for i in range(0, len(calib), 64):
+            model(calib[i : i + 64])
+    save_weights(out, model.eval(), trained_on="rn50 sample", train_size=size, epochs=epochs, bn_size=eval_size)
+    return out
+
+
+def accuracy(ckpt: Path, val: Path, size: int) -> float:
+    from rn50.data.transforms import load_labeled_images
+    from rn50.weights import load_model
+
+    model = load_model(ckpt)
+    images, labels = load_labeled_images(val, 10_000, size)
+    with torch.no_grad():
+        pred = torch.cat([model(images[i : i + 64]).argmax(1) for i in range(0, len(images), 64)])
+    return float((pred == labels).float().mean())
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", type=Path, help="rn50 checkpoint (default: train one on the sample, cached)")
+    p.add_argument("--work", type=Path, default=Path("runs/cpu-infer"), help="sample and cached model go here")
+    p.add_argument("--out", type=Path, default=Path("results/cpu-infer"), help="sweep results (md/csv/json/png)")
+    p.add_argument("--backend", default="eager,onnxruntime", help="backends to try (eager fp32 always runs)")
+    p.add_argument("--precision", default="fp32,bf16,int8", help="precisions to try")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--warmup", type=int, default=5)
+    p.add_argument("--iters", type=int, default=40)
+    p.add_argument("--train-size", type=int, default=112, help="px the sample model trains at")
+    p.add_argument("--epochs", type=int, default=3)
+    args = p.parse_args(argv)
+
+    from rn50.data.sample import make_sample
+
+    sample = args.work / "sample"
+    if not (sample / "val").is_dir():
+        make_sample(sample)
+    ckpt = args.checkpoint
+    if ckpt is None:
+        ckpt = args.work / f"sample-resnet50-{args.train_size}px-{args.epochs}ep.pth"
+        if not ckpt.is_file():
+            print(f"training a sample model at {args.train_size} px for {args.epochs} epochs -> {ckpt}", flush=True)
+            train_on_sample(sample, ckpt, args.train_size, args.epochs, args.image_size)
+    acc = accuracy(ckpt, sample / "val", args.image_size)
+    print(f"model {ckpt}: fp32 top-1 accuracy on the sample's val split at {args.image_size} px: {100 * acc:.1f}%")
+
+    load_before = os.getloadavg()
+    cfg = InferConfig(
+        source=ckpt,
+        batches=[args.batch],
+        backends=[b.strip() for b in args.backend.split(",")],
+        precisions=[q.strip() for q in args.precision.split(",")],
+        device="cpu",
+        image_size=args.image_size,
+        warmup=args.warmup,
+        iters=args.iters,
+        images=sample,
+        agreement_images=10_000,  # the whole val split
+        out=args.out,
+    )
+    result = run_infer(cfg)
+    load_after = os.getloadavg()
+
+    ok = [r for r in result["rows"] if r.get("status") == "ok"]
+    base = next(r for r in ok if r["backend"] == "eager" and r["precision"] == "fp32")
+    print(
+        f"\nbatch {args.batch}, {args.image_size} px, {torch.get_num_threads()} torch threads, {os.cpu_count()} cores"
+    )
+    print(f"{'series':<20} {'img/s':>8} {'x eager fp32':>13} {'top-1 agreement':>16} {'p50 ms':>8} {'p99 ms':>8}")
+    for r in ok:
+        agree = r.get("top1_agreement")
+        print(
+            f"{r['backend'] + ' ' + r['precision']:<20} {r['img_s']:>8.1f} {r['img_s'] / base['img_s']:>12.2f}x "
+            f"{'-' if agree is None else f'{100 * agree:.1f}%':>16} {r['p50_ms']:>8.1f} {r['p99_ms']:>8.1f}"
+        )
+    for s in result["series"]:
+        if s.get("status") != "ok":
+            print(f"{s['backend']} {s['precision']}: {s['status']}: {s.get('reason')}")
+    good = [r for r in ok if r is not base and (r.get("top1_agreement") or 0) >= 0.99]
+    best = max(good, key=lambda r: r["img_s"], default=None)
+    print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores: > 2 means shared)")
+    summary = {
+        "batch": args.batch,
+        "image_size": args.image_size,
+        "checkpoint": str(ckpt),
+        "fp32_val_accuracy": acc,
+        "eager_fp32_img_s": base["img_s"],
+        "best": None,
+        "loadavg_before": load_before,
+        "loadavg_after": load_after,
+        "results": result["paths"],
+    }
+    if best is None:
+        print("no backend reached 99% top-1 agreement with fp32")
+    else:
+        ratio = best["img_s"] / base["img_s"]
+        summary["best"] = {k: best.get(k) for k in ("backend", "precision", "img_s", "top1_agreement", "provider")}
+        summary["best"]["ratio"] = ratio
+        print(
+            f"best: {best['backend']} {best['precision']} {best['img_s']:.1f} img/s = {ratio:.2f}x eager fp32 "
+            f"({base['img_s']:.1f} img/s) at {100 * best['top1_agreement']:.1f}% top-1 agreement "
+            f"(goal >= 5x at >= 99%: {'met' if ratio >= 5 else 'not met'})"
+        )
+    atomic_write_json(args.out / "cpu-infer-summary.json", summary)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
