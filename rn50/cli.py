@@ -352,6 +352,9 @@ def bench_infer(
     verify: Annotated[
         bool, typer.Option("--verify/--no-verify", help="Exports prove parity with eager PyTorch before timing.")
     ] = True,
+    keep_artifacts: Annotated[
+        Path | None, typer.Option(help="Keep the exported artifacts in this folder (default: temporary).")
+    ] = None,
     out: Annotated[Path, typer.Option(help="Folder for the Markdown, CSV, JSON and PNG results.")] = Path("results"),
 ) -> None:
     """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size."""
@@ -380,6 +383,7 @@ def bench_infer(
         calib_dir=calib_dir,
         baseline=baseline,
         verify=verify,
+        keep_artifacts=keep_artifacts,
         out=out,
     )
     result = run_infer(cfg)
