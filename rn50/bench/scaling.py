@@ -217,6 +217,17 @@ def _synchronize(device) -> None:
             dist.barrier()
 
 
+def _sum_over_ranks(value: int, device) -> int:
+    import torch
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return value
+    t = torch.tensor([value], dtype=torch.int64, device=device)
+    dist.all_reduce(t)
+    return int(t.item())
+
+
 def _cycle(loader):
     """Batches across epoch ends (each epoch reshuffled, as in training)."""
     epoch = 0
@@ -253,7 +264,7 @@ def run_worker(spec_path: Path) -> None:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        result = _run_timed(spec, rank, run_dir)
+        result = _run_timed(spec)
     except BaseException as e:
         _write_status(run_dir, rank, "error", f"{type(e).__name__}: {e}")
         raise
@@ -261,7 +272,7 @@ def run_worker(spec_path: Path) -> None:
     _write_status(run_dir, rank, "done")
 
 
-def _run_timed(spec: dict[str, Any], rank_env: int, run_dir: Path) -> dict[str, Any]:
+def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from rn50.data.loaders import make_loader
@@ -290,6 +301,7 @@ def _run_timed(spec: dict[str, Any], rank_env: int, run_dir: Path) -> dict[str, 
         )
         batches = _cycle(loader)
         loss = None
+        local_images = 0  # counted from the batches (a loader may skip an unreadable file), no host sync
         for phase, n in (("warmup", spec["warmup"]), ("timed", spec["iters"])):
             if phase == "timed":
                 _synchronize(device)
@@ -306,15 +318,17 @@ def _run_timed(spec: dict[str, Any], rank_env: int, run_dir: Path) -> dict[str, 
                 images, labels = next(batches)
                 loss = train_step(state, images, labels)
                 step_index += 1
+                if phase == "timed":
+                    local_images += images.shape[0]
         _synchronize(device)
         elapsed = time.perf_counter() - start
         final_loss = float(loss.detach().float().item()) if loss is not None else math.nan
-        images_timed = spec["iters"] * spec["batch"] * world_size
+        images_timed = _sum_over_ranks(local_images, device)
         entry = {
             "precision": state.precision,  # what the trainer really ran
             "kind": prec["kind"],
             "seconds": elapsed,
-            "local_images": spec["iters"] * spec["batch"],
+            "local_images": local_images,
             "global_images": images_timed,
             "img_per_s": images_timed / elapsed,
             "final_loss": final_loss,
