@@ -99,16 +99,22 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert json.loads((ddp / "recipe.json").read_text())["world_size"] == 2
-    # one process, same global batch: 4 per step, 2 accumulation steps per optimizer step
+    # one process, same global batch: 2 per micro-step, 2 accumulation steps per optimizer step. Same thread
+    # count as the DDP ranks: other conv reduction orders differ in the last bit, and 5 steps amplify that.
     one = tmp_path / "one"
-    res = run_cli(["train", tiny_data, *common, "--batch-size", "2", "--optimizer-batch-size", "4", "--out", one])
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        res = run_cli(["train", tiny_data, *common, "--batch-size", "2", "--optimizer-batch-size", "4", "--out", one])
+    finally:
+        torch.set_num_threads(threads)
     assert res.exit_code == 0, res.output
     a = read_checkpoint(ddp / "checkpoints" / "last.pth")
     b = read_checkpoint(one / "checkpoints" / "last.pth")
     assert a["schedule"]["opt_step"] == b["schedule"]["opt_step"] == 5
     names = [n for n, _ in load_model(one / "checkpoints" / "last.pth").named_parameters()]
     diff = max((a["model"][n] - b["model"][n]).abs().max().item() for n in names)
-    assert diff < 1e-4, diff
+    assert diff < 1e-6, diff
 
 
 def test_dali_cpu_backend_end_to_end(tiny_data, tmp_path):
@@ -120,20 +126,22 @@ def test_dali_cpu_backend_end_to_end(tiny_data, tmp_path):
     assert val[0]["images"] == 10
 
 
-def test_evaluate_any_checkpoint(tiny_checkpoint, sample_dir, tmp_path):
-    res = run_cli(["train", sample_dir, "--evaluate", tiny_checkpoint, "--no-progress", "--image-size", "64"])
+def test_evaluate_any_checkpoint(tiny_checkpoint, tiny_data, tmp_path):
+    args = ["--no-progress", "--image-size", "64", "--data-backend", "pytorch"]
+    res = run_cli(["train", tiny_data, "--evaluate", tiny_checkpoint, *args])
     assert res.exit_code == 0, res.output
-    assert "top-1" in res.stdout
-    # a plain torchvision-style state_dict and an NVIDIA-style `module.` one evaluate the same
+    line = res.stdout.strip().splitlines()[-1]
+    assert line.startswith("top-1") and "(10 images)" in line
+    # a plain torchvision-style state_dict and an NVIDIA-style `module.` one give the same figures; evaluate
+    # together with --resume runs (the original refused)
     sd = load_model(tiny_checkpoint).state_dict()
     plain, nvidia = tmp_path / "plain.pth", tmp_path / "nvidia.pth"
     torch.save(sd, plain)
     torch.save({"state_dict": {f"module.{k}": v for k, v in sd.items()}}, nvidia)
-    a = run_cli(["train", sample_dir, "--evaluate", plain, "--no-progress", "--image-size", "64", "--resume", "auto",
-                 "--out", tmp_path / "r"])  # fmt: skip
-    b = run_cli(["train", sample_dir, "--evaluate", nvidia, "--no-progress", "--image-size", "64"])
+    a = run_cli(["train", tiny_data, "--evaluate", plain, *args, "--resume", "auto", "--out", tmp_path / "r"])
+    b = run_cli(["train", tiny_data, "--evaluate", nvidia, *args])
     assert a.exit_code == 0 and b.exit_code == 0, a.output + b.output
-    assert res.stdout.split("top-5")[0] == a.stdout.split("top-5")[0] == b.stdout.split("top-5")[0]
+    assert a.stdout.strip().splitlines()[-1] == b.stdout.strip().splitlines()[-1] == line
 
 
 @pytest.mark.parametrize(
