@@ -618,12 +618,15 @@ def _config_dict(cfg: TrainBenchConfig) -> dict[str, Any]:
 def _derive(report: TrainBenchReport) -> None:
     """Speedup (mixed / full), weak scaling (vs the smallest run's per-GPU rate) and the 90-epoch estimate."""
     base = report.rows[0]
+    # A single multi-GPU run has nothing to scale against (its own per-GPU rate would make it perfect by definition).
+    scaling = base["gpus"] == 1 or len(report.rows) > 1
     for row in report.rows:
         for kind in ("mixed", "full"):
             rate = row.get(f"{kind}_img_s")
             if rate is None:
                 continue
-            row[f"{kind}_weak_scaling"] = rate / (base[f"{kind}_img_s"] / base["gpus"])
+            if scaling:
+                row[f"{kind}_weak_scaling"] = rate / (base[f"{kind}_img_s"] / base["gpus"])
             row[f"{kind}_90ep_hours"] = ESTIMATE_EPOCHS * IMAGENET_TRAIN_IMAGES / rate / 3600
         if "mixed_img_s" in row and "full_img_s" in row:
             row["mixed_speedup"] = row["mixed_img_s"] / row["full_img_s"]

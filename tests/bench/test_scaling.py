@@ -176,6 +176,18 @@ def test_one_and_two_process_gloo_sweep_writes_a_well_formed_table(tmp_path):
     assert not processes_mentioning(str(tmp_path))
 
 
+def test_two_ranks_train_from_jpegs_through_dali_cpu(tmp_path, sample_dir):
+    args = ["--gpus", "2", "--no-sweep", "--precision", "fp32", "--batch", "4", "--workers", "1"]
+    res = run_cli(["bench", "train", *TINY, *args, "--data", sample_dir, "--backend", "dali-cpu", "--out", tmp_path])
+    assert res.exit_code == 0, res.output
+    (js,) = tmp_path.glob("train-fp32-bs4-*.json")
+    result = json.loads(js.read_text())
+    (row,) = result["rows"]
+    assert row["gpus"] == 2 and row["full_global_images"] == 2 * 4 * 2  # counted from the batches, summed over ranks
+    assert "full_weak_scaling" not in row  # one 2-worker run: nothing to scale against
+    assert result["config"]["backend"] == "dali-cpu" and "via the dali-cpu backend" in js.with_suffix(".md").read_text()
+
+
 def test_killed_worker_ends_with_one_message_and_no_leftover_process(tmp_path, monkeypatch):
     # Rank 1 of the 2-worker run SIGKILLs itself at its second iteration, while rank 0 waits in the all-reduce.
     monkeypatch.setenv(FAIL_ENV, "1:1:kill")
