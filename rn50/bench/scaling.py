@@ -94,6 +94,10 @@ class TrainBenchConfig:
                 f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}",
             )
         need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        need(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
+        need(self.num_classes >= 1, f"--num-classes must be >= 1, got {self.num_classes}")
+        # An unknown recipe must fail here, in one line, not inside every rank.
+        bench_recipe(self.recipe, "fp32", self.gpus, {**asdict(self), "backend": self.backend})
         if self.backend == "dali-gpu":
             need(self.device == "cuda", "--backend dali-gpu needs --device cuda; use dali-cpu or pytorch on CPU")
         if self.backend == "synthetic":

@@ -79,6 +79,8 @@ def test_precisions_on_cpu_are_labelled():
         (["--nnodes", "2", "--node-rank", "2", "--rdzv-endpoint", "h:1"], "--node-rank must be in"),
         (["--nnodes", "2", "--rdzv-endpoint", "no-port"], "HOST:PORT"),
         (["--device", "tpu"], "--device must be cuda or cpu"),
+        (["--recipe", "dgx9-fp16-90"], "unknown recipe"),
+        (["--workers", "-1", "--backend", "synthetic"], "--workers must be >= 0"),
     ],
 )
 def test_bad_input_is_one_line(tmp_path, args, message):
@@ -212,8 +214,8 @@ def test_crashed_worker_names_its_error(tmp_path, monkeypatch):
 
 def test_hung_worker_is_stopped_by_the_timeout(tmp_path, monkeypatch):
     monkeypatch.setenv(FAIL_ENV, "0:0:hang")
-    with pytest.raises(UserError, match=r"did not finish within 20 s .*stopped it"):
-        run_train_bench(tiny_config(tmp_path, gpus=1, precisions=("full",), timeout=20))
+    with pytest.raises(UserError, match=r"did not finish within 12 s .*stopped it"):
+        run_train_bench(tiny_config(tmp_path, gpus=1, precisions=("full",), timeout=12))
     assert not processes_mentioning(str(tmp_path))
 
 
