@@ -436,7 +436,8 @@ def bench_train(
     ] = None,
     data: Annotated[Path | None, typer.Option(help="ImageNet-layout folder; default synthetic data.")] = None,
     backend: Annotated[
-        str | None, typer.Option(help="synthetic, pytorch, dali-cpu or dali-gpu (default: dali-gpu with --data).")
+        str | None,
+        typer.Option(help="synthetic, pytorch, dali-cpu, dali-gpu (default with --data: dali-gpu, on CPU pytorch)."),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Data-loading workers per rank (real data).")] = None,
     recipe: Annotated[str, typer.Option(help="Recipe the step is built from (model, optimizer).")] = "dgxa100-fp16-90",
