@@ -148,3 +148,19 @@ def test_int8_runs_on_onnx_runtime_and_agrees_on_real_images(onnx_int8, tiny_che
     acc_fp32 = float((ref.argmax(1) == labels).float().mean())
     acc_int8 = float((got.argmax(1) == labels).float().mean())
     assert acc_int8 >= acc_fp32 - 0.1, (acc_int8, acc_fp32)
+
+
+def test_optional_simplification_keeps_contract_and_function(onnx_fp32, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from rn50.export.onnx import save_proto, simplify_proto
+
+    simplified = simplify_proto(onnx.load(str(onnx_fp32)))
+    out = tmp_path / "simplified.onnx"
+    save_proto(simplified, out)  # runs onnx.checker
+    assert simplified.graph.input[0].type.tensor_type.shape.dim[0].dim_param == "batch"
+    x = torch.randn(7, 3, SIZE, SIZE).numpy()
+    before = ort.InferenceSession(str(onnx_fp32), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    after = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
+    assert np.abs(before - after).max() <= 1e-4 * np.abs(before).max()
