@@ -319,7 +319,8 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
                 break
             record: dict[str, Any] = {"type": "val", "epoch": epoch + 1}
             if val_loader is not None:
-                record.update(evaluate(state.model, val_loader, device, state.precision, opts.prof))
+                # The unwrapped model: ranks may hold one batch more or less, and DDP forward is a collective.
+                record.update(evaluate(state.module, val_loader, device, state.precision, opts.prof))
                 if state.ema is not None:
                     ema = evaluate(state.ema.module, val_loader, device, state.precision, opts.prof)
                     record.update(ema_top1=ema["top1"], ema_top5=ema["top5"])

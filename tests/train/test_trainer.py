@@ -91,7 +91,7 @@ def test_sigterm_saves_a_mid_epoch_checkpoint(tiny_data, tmp_path):
 
 def test_ddp_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     common = ["--recipe", "sample-cpu", "--image-size", "32", "--epochs", "1", "--workers", "0", "--warmup", "0",
-              "--training-only", "--no-progress", "--device", "cpu", "--lr", "0.05"]  # fmt: skip
+              "--no-progress", "--device", "cpu", "--lr", "0.05"]  # fmt: skip
     ddp = tmp_path / "ddp"
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "rn50", "train", str(tiny_data), *common, "--batch-size", "2", "--gpus", "2",
@@ -99,6 +99,8 @@ def test_ddp_two_gloo_processes_match_one_process(tiny_data, tmp_path):
     res = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=300)
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-3000:]
     assert json.loads((ddp / "recipe.json").read_text())["world_size"] == 2
+    val = [json.loads(x) for x in (ddp / "metrics.jsonl").read_text().splitlines() if '"val"' in x]
+    assert val[0]["images"] == 10  # both ranks' shards summed, each image once
     # one process, same global batch: 2 per micro-step, 2 accumulation steps per optimizer step. Same thread
     # count as the DDP ranks: other conv reduction orders differ in the last bit, and 5 steps amplify that.
     one = tmp_path / "one"
