@@ -87,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--image-size", type=int, default=224)
     p.add_argument("--warmup", type=int, default=5)
     p.add_argument("--iters", type=int, default=40)
-    p.add_argument("--train-size", type=int, default=112, help="px the sample model trains at")
-    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--train-size", type=int, default=64, help="px the sample model trains at")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: all cores)")
     args = p.parse_args(argv)
 
     from rn50.data.sample import make_sample
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     sample = args.work / "sample"
     if not (sample / "val").is_dir():
@@ -118,6 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         images=sample,
         agreement_images=10_000,  # the whole val split
         out=args.out,
+        threads=args.threads,
     )
     result = run_infer(cfg)
     load_after = os.getloadavg()

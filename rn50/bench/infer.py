@@ -19,7 +19,17 @@ from typing import Any
 import torch
 
 from rn50.bench import report
-from rn50.bench.runtimes import BACKENDS, PRECISIONS, Options, Runtime, Skip, is_oom, make_runtime, math_mode
+from rn50.bench.runtimes import (
+    BACKENDS,
+    PRECISIONS,
+    Options,
+    Runtime,
+    Skip,
+    is_oom,
+    make_runtime,
+    math_mode,
+    sidecar_image_size,
+)
 from rn50.bench.timing import summarize, timed_loop
 from rn50.errors import UserError
 
@@ -74,6 +84,7 @@ class InferConfig:
     agreement_images: int = 256
     verify: bool = True  # exports run their parity check (rn50.export) before being timed
     keep_artifacts: Path | None = None  # keep the exported artifacts here (default: a temporary folder)
+    threads: int | None = None  # ONNX Runtime intra-op threads (None: its default, all cores)
     baseline: bool = True
     progress: bool = True
 
@@ -136,8 +147,8 @@ def _check_artifact_size(path: Path, image_size: int) -> None:
         sidecar = json.loads(path.with_name(path.name + ".json").read_text())
     except (OSError, ValueError):
         return
-    size = sidecar.get("image_size")
-    if size and int(size) != image_size:
+    size = sidecar_image_size(sidecar)
+    if size and size != image_size:
         raise UserError(f"{path} was exported for {size} px images; pass --image-size {size}")
 
 
@@ -244,6 +255,7 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
             calib_dir=calib_dir,
             images_dir=eval_dir,
             verify=cfg.verify,
+            threads=cfg.threads,
             num_classes=model.fc.out_features,
         )
         reference = _reference(model, eval_dir, cfg, opts) if eval_dir is not None and artifact is None else None
@@ -296,6 +308,7 @@ def _method(cfg: InferConfig) -> list[str]:
         + f", {cfg.image_size} px, {cfg.layout} for eager/compile (exported formats take NCHW)",
         f"CUDA graphs: {'on where the backend allows (eager, compile)' if cfg.cuda_graphs else 'off'}",
         "fp32 means IEEE fp32 on GPUs (TF32 off); tf32 turns the TF32 math mode on",
+        f"CPU threads: torch {torch.get_num_threads()}, ONNX Runtime {cfg.threads or 'its default (all cores)'}",
     ]
 
 

@@ -46,6 +46,7 @@ class Options:
     calib_dir: Path | None = None
     images_dir: Path | None = None  # real images for the export's parity check (None: the built-in sample)
     verify: bool = True  # exports prove parity with eager PyTorch before they are timed
+    threads: int | None = None  # CPU threads for ONNX Runtime (torch's are set by the caller)
     num_classes: int = 1000
 
     @property
@@ -342,16 +343,16 @@ class ArtifactRuntime(Runtime):
                 self.info["parity"] = {k: v for k, v in parity.items() if isinstance(v, int | float | str | bool)}
         t1 = time.perf_counter()
         try:
-            self.runner = export.load_artifact(path, self.opts.device)
+            self.runner = export.load_artifact(path, self.opts.device, threads=self.opts.threads)
         except UserError as e:
             if self.artifact is not None:
                 raise  # the user's own file: bad input, one line
             raise Skip(str(e)) from None
         self.info["load_s"] = round(time.perf_counter() - t1, 3)
         self.info["artifact"] = str(path)
-        sidecar = getattr(self.runner, "sidecar", None) or {}
-        if sidecar.get("max_batch"):
-            self.info["max_batch"] = int(sidecar["max_batch"])
+        max_batch = sidecar_max_batch(getattr(self.runner, "sidecar", None) or {})
+        if max_batch:
+            self.info["max_batch"] = max_batch
         for attr in ("format", "precision", "provider"):
             value = getattr(self.runner, attr, None)
             if value is not None:
@@ -366,6 +367,18 @@ class ArtifactRuntime(Runtime):
     def infer(self, x: Tensor) -> Tensor:
         with math_mode(self.precision, self.opts.cuda), torch.no_grad():
             return self.runner(x).float().cpu()
+
+
+def sidecar_max_batch(sidecar: dict[str, Any]) -> int | None:
+    """The largest batch an rn50.export artifact was built for (its sidecar's input batch range)."""
+    batch_range = (sidecar.get("input") or {}).get("batch_range") or [None, sidecar.get("max_batch")]
+    return int(batch_range[-1]) if batch_range[-1] else None
+
+
+def sidecar_image_size(sidecar: dict[str, Any]) -> int | None:
+    shape = (sidecar.get("input") or {}).get("shape") or []
+    size = shape[-1] if shape else sidecar.get("image_size")
+    return int(size) if isinstance(size, int) else None
 
 
 def make_runtime(
