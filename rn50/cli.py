@@ -387,38 +387,32 @@ def bench_infer(
         out=out,
     )
     result = run_infer(cfg)
-    table = Table(title=f"rn50 bench infer ({dev})", box=box.SIMPLE_HEAD)
-    for col in ("backend", "precision", "batch", "img/s", "speedup", "p50 ms", "p90 ms", "p99 ms", "status"):
-        table.add_column(col, justify="left" if col in ("backend", "precision", "status") else "right")
+    from rn50.bench.report import markdown_table
+
+    shown = []
     for r in result["rows"]:
         ok = r.get("status") == "ok"
-
-        def num(key: str, fmt: str, row: dict = r, ok: bool = ok) -> str:
-            return format(row[key], fmt) if ok and row.get(key) is not None else "-"
-
-        status = r["status"]
-        table.add_row(
-            r["backend"],
-            r["precision"],
-            str(r["batch"] if r.get("batch") is not None else "-"),
-            num("img_s", ",.1f"),
-            num("speedup", ".2f"),
-            num("p50_ms", ".2f"),
-            num("p90_ms", ".2f"),
-            num("p99_ms", ".2f"),
-            status,
-        )
-    console.print(table)
+        lat = " / ".join(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms")) if ok else None
+        shown.append({**r, "lat": lat})
+    cols = [("backend", "backend"), ("precision", "precision"), ("batch", "batch"), ("img_s", "img/s")]
+    cols += [("speedup", "speedup"), ("lat", "p50 / p90 / p99 ms"), ("status", "status")]
+    console.print(markdown_table(shown, cols), highlight=False, soft_wrap=True)
+    for r in result["rows"]:
+        if r.get("batch") is not None and r.get("reason"):
+            msg = f"{r['backend']} {r['precision']} batch {r['batch']}: {r['status']}: {r['reason']}"
+            console.print(msg, highlight=False, soft_wrap=True)
     for s in result["series"]:
         if s.get("reason"):
-            console.print(f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}", highlight=False)
+            console.print(
+                f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}", highlight=False, soft_wrap=True
+            )
         if s.get("top1_agreement") is not None:
             console.print(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
                 f"{100 * s['top1_agreement']:.1f}% on {s['agreement_n']} real images"
             )
     for key, path in result["paths"].items():
-        console.print(f"{key}: {path}", highlight=False)
+        console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
 
 
 @bench_app.command("train")
