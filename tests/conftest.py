@@ -50,7 +50,7 @@ def tiny_checkpoint(tmp_path_factory, sample_dir) -> Path:
     from rn50.weights import save_weights
 
     torch.manual_seed(0)
-    recipe = get_recipe("sample-cpu")
+    recipe = get_recipe("sample-cpu").replace(image_size=64)  # 64 px, whatever the sample recipe trains at
     images, labels = load_labeled_images(sample_dir / "train", 160, recipe.image_size)
     model = resnet50(num_classes=10, zero_init_last=True)
     opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.875)
