@@ -169,7 +169,7 @@ def test_bad_data_gives_one_line(tmp_path, make, message):
         (["--memory-format", "nchwc"], "memory-format"),
         (["--data-backend", "tfrecord"], "data_backend"),
         (["--prof", "0"], "--prof"),
-        (["--resume", "/no/such.pth"], "no such checkpoint"),
+        (["--resume", "/no/such.pth", "--batch-size", "4"], "no such checkpoint"),
         (["--batch-size", "4", "--optimizer-batch-size", "6"], "multiple"),
     ],
 )
