@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -27,7 +28,7 @@ class Rn50Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            err_console.print(f"[bold red]rn50: error:[/] {e}", highlight=False, soft_wrap=True)
+            err_console.print(f"[bold red]rn50: error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             ctx.exit(2)
 
 
