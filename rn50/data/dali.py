@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, shard_batches
+from rn50.data.loaders import FileList, ShardedEpochs
 from rn50.data.transforms import CROP_AREA, CROP_RATIO, MEAN, STD, eval_resize
 from rn50.errors import UserError
 from rn50.recipes import Recipe
@@ -52,7 +52,7 @@ def read_encoded(path: str) -> tuple[np.ndarray | None, str]:
     return data, ""
 
 
-class DaliLoader:
+class DaliLoader(ShardedEpochs):
     def __init__(
         self,
         files: FileList,
@@ -69,6 +69,7 @@ class DaliLoader:
         self.files = files
         self.train = files.split == "train"
         self.recipe, self.device, self.gpu = recipe, device, gpu
+        self.batch_size = recipe.batch_size
         self.rank, self.world_size, self.seed, self.accumulation = rank, world_size, seed, accumulation
         self.threads = max(1, workers)
         self.channels_last = recipe.memory_format == "channels_last"
@@ -78,27 +79,6 @@ class DaliLoader:
         self._pipe = None
         self._batches: tuple[int, list] | None = None
         self.num_samples = sum(len(b) for b in self.epoch_batches())
-
-    def epoch_batches(self) -> list:
-        if self._batches is None or self._batches[0] != self.epoch:
-            batches = shard_batches(
-                len(self.files),
-                self.recipe.batch_size,
-                self.rank,
-                self.world_size,
-                self.train,
-                self.seed,
-                self.epoch,
-                self.accumulation,
-            )
-            self._batches = (self.epoch, batches)
-        return self._batches[1]
-
-    def __len__(self) -> int:
-        return len(self.epoch_batches())
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
 
     def close(self) -> None:
         self._pipe = None

@@ -176,3 +176,31 @@ def make_loader(
     from rn50.data.dali import DaliLoader
 
     return DaliLoader(files, recipe, device, rank, world_size, seed, workers, accumulation, gpu=backend == "dali-gpu")
+
+
+class ShardedEpochs:
+    """This rank's batches of file indices for the current epoch (cached per epoch), shared by the file loaders.
+
+    Needs `files`, `batch_size`, `rank`, `world_size`, `train`, `seed`, `accumulation`, `epoch`, `_batches`.
+    """
+
+    def epoch_batches(self) -> list:
+        if self._batches is None or self._batches[0] != self.epoch:
+            batches = shard_batches(
+                len(self.files),
+                self.batch_size,
+                self.rank,
+                self.world_size,
+                self.train,
+                self.seed,
+                self.epoch,
+                self.accumulation,
+            )
+            self._batches = (self.epoch, batches)
+        return self._batches[1]
+
+    def __len__(self) -> int:
+        return len(self.epoch_batches())
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.epoch, self.start_batch = epoch, start_batch

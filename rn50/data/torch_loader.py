@@ -12,7 +12,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, normalize_on_device, shard_batches
+from rn50.data.loaders import FileList, ShardedEpochs, normalize_on_device
 from rn50.data.transforms import CROP_AREA, CROP_RATIO, eval_resize
 from rn50.recipes import Recipe
 
@@ -129,7 +129,7 @@ class _EpochBatches:
         return len(self.owner.epoch_batches()) - self.owner.start_batch
 
 
-class TorchLoader:
+class TorchLoader(ShardedEpochs):
     def __init__(
         self,
         files: FileList,
@@ -161,27 +161,6 @@ class TorchLoader:
             prefetch_factor=4 if workers else None,
         )
         self.num_samples = sum(len(b) for b in self.epoch_batches())
-
-    def epoch_batches(self) -> list:
-        if self._batches is None or self._batches[0] != self.epoch:
-            batches = shard_batches(
-                len(self.files),
-                self.batch_size,
-                self.rank,
-                self.world_size,
-                self.train,
-                self.seed,
-                self.epoch,
-                self.accumulation,
-            )
-            self._batches = (self.epoch, batches)
-        return self._batches[1]
-
-    def __len__(self) -> int:
-        return len(self.epoch_batches())
-
-    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
-        self.epoch, self.start_batch = epoch, start_batch
 
     def close(self) -> None:
         """Stop the persistent worker processes now (rather than whenever the garbage collector runs)."""
