@@ -65,6 +65,73 @@ def train_on_sample(sample: Path, out: Path, size: int, epochs: int, eval_size: 
     return out
 
 
+def macs_per_image(ckpt: Path, size: int) -> float:
+    """Multiply-accumulates of one forward pass (convolutions and the classifier), counted with hooks."""
+    from rn50.weights import load_model
+
+    model, total = load_model(ckpt), [0]
+
+    def hook(m, inp, out):
+        if isinstance(m, torch.nn.Conv2d):
+            total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
+        else:
+            total[0] += out.numel() * m.in_features
+
+    for m in model.modules():
+        if isinstance(m, torch.nn.Conv2d | torch.nn.Linear):
+            m.register_forward_hook(hook)
+    with torch.no_grad():
+        model(torch.zeros(1, 3, size, size))
+    return float(total[0])
+
+
+def gemm_rates(threads: int, m: int = 2048, k: int = 1024, n: int = 1024, reps: int = 20) -> dict[str, float]:
+    """GMAC/s of one large matrix multiply in fp32 (torch) and in uint8 x int8 (ONNX Runtime's MatMulInteger,
+    the kernel family QLinearConv uses): what this CPU's cores can do at best in each precision."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    a, b = torch.randn(m, k), torch.randn(k, n)
+    for _ in range(3):
+        a @ b
+    t = time.perf_counter()
+    for _ in range(reps):
+        a @ b
+    fp32 = reps * m * k * n / (time.perf_counter() - t) / 1e9
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.integers(-127, 128, (k, n)).astype(np.int8), "W")
+    graph = helper.make_graph(
+        [helper.make_node("MatMulInteger", ["A", "W"], ["Y"])],
+        "gemm",
+        [helper.make_tensor_value_info("A", TensorProto.UINT8, [m, k])],
+        [helper.make_tensor_value_info("Y", TensorProto.INT32, [m, n])],
+        [w],
+    )
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    session = ort.InferenceSession(
+        helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]).SerializeToString(),
+        so,
+        providers=["CPUExecutionProvider"],
+    )
+    x = {"A": rng.integers(0, 256, (m, k)).astype(np.uint8)}
+    for _ in range(3):
+        session.run(None, x)
+    t = time.perf_counter()
+    for _ in range(reps):
+        session.run(None, x)
+    u8s8 = reps * m * k * n / (time.perf_counter() - t) / 1e9
+    return {"fp32_gemm_gmac_s": fp32, "u8s8_gemm_gmac_s": u8s8}
+
+
+def cpu_facts() -> dict[str, object]:
+    from rn50.export.quant import cpu_has_vnni
+
+    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
+    return {"cpu_model": model, "cores": os.cpu_count(), "vnni": cpu_has_vnni()}
+
+
 def accuracy(ckpt: Path, val: Path, size: int) -> float:
     from rn50.data.transforms import load_labeled_images
     from rn50.weights import load_model
@@ -110,6 +177,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model {ckpt}: fp32 top-1 accuracy on the sample's val split at {args.image_size} px: {100 * acc:.1f}%")
 
     load_before = os.getloadavg()
+    facts = cpu_facts()
+    rates = gemm_rates(args.threads or torch.get_num_threads())
+    macs = macs_per_image(ckpt, args.image_size)
     cfg = InferConfig(
         source=ckpt,
         batches=[args.batch],
@@ -142,6 +212,22 @@ def main(argv: list[str] | None = None) -> int:
     for s in result["series"]:
         if s.get("status") != "ok":
             print(f"{s['backend']} {s['precision']}: {s['status']}: {s.get('reason')}")
+    # The compute ceiling: every MAC of the model at the speed of one large GEMM. No backend can beat it.
+    ceiling = {
+        **facts,
+        **rates,
+        "gmac_per_image": macs / 1e9,
+        "fp32_ceiling_img_s": rates["fp32_gemm_gmac_s"] * 1e9 / macs,
+        "int8_ceiling_img_s": rates["u8s8_gemm_gmac_s"] * 1e9 / macs,
+    }
+    ceiling["int8_ceiling_x_eager"] = ceiling["int8_ceiling_img_s"] / base["img_s"]
+    print(
+        f"compute ceiling on this CPU ({facts['cpu_model']}, {facts['cores']} cores, VNNI: "
+        f"{'yes' if facts['vnni'] else 'no'}): {macs / 1e9:.2f} GMAC per image; large GEMM fp32 "
+        f"{rates['fp32_gemm_gmac_s']:.0f} GMAC/s -> {ceiling['fp32_ceiling_img_s']:.1f} img/s, u8 x s8 "
+        f"{rates['u8s8_gemm_gmac_s']:.0f} GMAC/s -> {ceiling['int8_ceiling_img_s']:.1f} img/s = "
+        f"{ceiling['int8_ceiling_x_eager']:.2f}x eager fp32 at most"
+    )
     good = [r for r in ok if r is not base and (r.get("top1_agreement") or 0) >= 0.99]
     best = max(good, key=lambda r: r["img_s"], default=None)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores: > 2 means shared)")
@@ -154,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "best": None,
         "loadavg_before": load_before,
         "loadavg_after": load_after,
+        "ceiling": ceiling,
         "results": result["paths"],
     }
     if best is None:

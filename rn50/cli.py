@@ -244,6 +244,13 @@ def export(
     ] = None,
     calib_method: Annotated[str, typer.Option(help="minmax | entropy | percentile")] = "minmax",
     calib_count: Annotated[int, typer.Option(help="Number of calibration images.")] = 64,
+    int8_target: Annotated[
+        str | None,
+        typer.Option(
+            help="INT8 Q/DQ form: cpu (ONNX Runtime CPU, uint8 activations) | tensorrt (symmetric int8). "
+            "Default: tensorrt for trt or --device cuda, else cpu."
+        ),
+    ] = None,
     images: Annotated[
         Path | None, typer.Option(help="Real images for the parity check (default: the built-in sample).")
     ] = None,
@@ -278,6 +285,7 @@ def export(
             calib_dir=calib,
             calib_method=calib_method,
             calib_count=calib_count,
+            int8_target=int8_target,
             images_dir=images,
             parity_images=parity_images,
             force=force,

@@ -165,6 +165,20 @@ def _remove(path: Path) -> None:
         path.unlink(missing_ok=True)
 
 
+def _check_int8_target(target: str | None, fmt: str, device: str) -> str:
+    from rn50.export.quant import INT8_TARGETS
+
+    if target is None:
+        return "tensorrt" if fmt == "trt" or str(device).startswith("cuda") else "cpu"
+    if target not in INT8_TARGETS:
+        raise UserError(f"unknown --int8-target {target!r}; valid: {', '.join(INT8_TARGETS)}")
+    if fmt == "trt" and target != "tensorrt":
+        raise UserError(
+            "TensorRT engines are built from the symmetric Q/DQ form: use --int8-target tensorrt (or leave it out)"
+        )
+    return target
+
+
 def _resolve_device(fmt: str, device: str) -> torch.device:
     if fmt == "trt":
         from rn50.export.trt import require_trt
@@ -198,11 +212,14 @@ def export_model(
     triton_backend: str = "onnx",
     workspace_gib: float = 4.0,
     timing_cache: str | os.PathLike | None = None,
+    int8_target: str | None = None,
 ) -> ExportResult:
     """Export `source` (a checkpoint path or an nn.Module) to `fmt` at `out`, prove parity, write the sidecar.
 
     precision None means the format's default (fp16 for trt, fp32 elsewhere). Nothing is written at `out` until
-    parity passes; an existing `out` is replaced only with force=True.
+    parity passes; an existing `out` is replaced only with force=True. int8_target picks the INT8 Q/DQ form
+    ("cpu" for ONNX Runtime's CPU provider, "tensorrt" for TensorRT; None: tensorrt for trt and for a cuda device,
+    cpu otherwise; see rn50.export.quant).
     """
     precision = _check_options(fmt, precision, calib_method, max_batch, image_size)
     if fmt == "triton" and triton_backend not in TRITON_BACKENDS:
@@ -219,6 +236,7 @@ def export_model(
         if not force:
             raise UserError(f"{out} already exists; pass --force to replace it")
     artifact_fmt = triton_backend if fmt == "triton" else fmt
+    int8_target = _check_int8_target(int8_target, artifact_fmt, device)
     dev = _resolve_device(artifact_fmt, device)
     model, provenance = _resolve_source(source)
     model = model.eval()
@@ -251,6 +269,7 @@ def export_model(
             simplify,
             workspace_gib,
             timing_cache,
+            int8_target,
         )
         export_seconds = time.perf_counter() - start
         sidecar = build_sidecar(
@@ -314,12 +333,15 @@ def _build(
     simplify: bool,
     workspace_gib: float,
     timing_cache: str | os.PathLike | None,
+    int8_target: str = "cpu",
 ) -> dict[str, Any]:
     if fmt == "onnx" and precision == "int8":
         from rn50.export.quant import export_onnx_int8
 
         calib = load_images(calib_dir, "train", calib_count, image_size)
-        return export_onnx_int8(model, path, calib, calib_method, image_size, max_batch, simplify=simplify)
+        return export_onnx_int8(
+            model, path, calib, calib_method, image_size, max_batch, simplify=simplify, target=int8_target
+        )
     if fmt == "onnx":
         from rn50.export.onnx import export_onnx
 

@@ -1,10 +1,20 @@
 """INT8 ONNX with explicit QuantizeLinear/DequantizeLinear pairs, calibrated on real images.
 
 ONNX Runtime's own quantisation tool does the work: `quant_pre_process` (symbolic shape inference and ORT graph
-optimisation, which folds BN into the convolutions), then `quantize_static` in QDQ format with symmetric signed
-INT8 activations and per-channel symmetric INT8 weights (the stem convolution stays float, see below). Zero points
-are therefore all 0, the form TensorRT's explicit quantisation requires, and ORT's CPU provider fuses the pairs
-into integer kernels.
+optimisation, which folds BN into the convolutions), then `quantize_static` in QDQ format with per-channel symmetric
+INT8 weights. The activations depend on where the model will run (`target`):
+
+- "cpu" (ONNX Runtime's CPU provider): asymmetric UINT8 activations, ORT's recommended U8S8 form on x86. A ReLU's
+  output range starts at 0, so its zero point is 0 and ORT folds the ReLU into the quantisation; every DQ -> Conv ->
+  (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Without VNNI the integer
+  kernels multiply with VPMADDUBSW, whose 16-bit sums can saturate, so weights use 7 bits there (`reduce_range`, as
+  ORT advises for non-VNNI x86); with VNNI (or on other CPUs) the full 8 bits.
+- "tensorrt" (TensorRT, ORT's TensorRT provider): symmetric signed INT8 activations, every zero point 0, the only
+  form TensorRT's explicit quantisation accepts. ORT's CPU provider cannot fold a ReLU into a symmetric signed
+  range, so on the CPU this form leaves ReLUs and the convolutions that feed residual adds in float (measured on a
+  2-core Zen 3 CPU: slower than fp32 ONNX); it is the form for GPUs.
+
+The stem convolution stays float for both (see `export_onnx_int8`).
 """
 
 from __future__ import annotations
@@ -24,6 +34,16 @@ from rn50.export.runner import require
 log = logging.getLogger(__name__)
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 CALIB_BATCH = 8
+INT8_TARGETS = ("cpu", "tensorrt")
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); False if unknown."""
+    try:
+        flags = next((line.split(":", 1)[1].split() for line in open("/proc/cpuinfo") if line.startswith("flags")), [])
+    except OSError:
+        return False
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
 
 
 def _reader(images: Tensor, batch: int = CALIB_BATCH):
@@ -71,6 +91,22 @@ def qdq_summary(proto) -> dict[str, Any]:
     }
 
 
+def ort_cpu_kernels(path: str | os.PathLike) -> dict[str, int]:
+    """Op counts of the graph ONNX Runtime's CPU provider actually runs once its QDQ fusions are done: shows
+    whether every convolution became a QLinearConv or some stayed float."""
+    import onnx
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory(prefix="rn50-ort-opt-") as tmp:
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.log_severity_level = 3  # the optimised file is hardware specific: fine, it is only counted
+        so.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        ort.InferenceSession(os.fspath(path), so, providers=["CPUExecutionProvider"])
+        counts = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath, load_external_data=False).graph.node)
+    return dict(sorted(counts.items()))
+
+
 def export_onnx_int8(
     model: nn.Module,
     path: str | os.PathLike,
@@ -81,13 +117,24 @@ def export_onnx_int8(
     simplify: bool = False,
     percentile: float = 99.999,
     keep_stem_float: bool = True,
+    target: str = "cpu",
+    reduce_range: bool | None = None,
 ) -> dict[str, Any]:
+    """Write the Q/DQ model for `target` ("cpu" or "tensorrt", see the module docstring) to `path`.
+
+    reduce_range None means: 7-bit weights for the cpu target on a CPU without VNNI, 8 bits otherwise.
+    """
     require("onnxruntime", "onnx")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    extra: dict[str, Any] = {"ActivationSymmetric": True, "WeightSymmetric": True}
+    if target not in INT8_TARGETS:
+        raise ValueError(f"unknown int8 target {target!r}; valid: {', '.join(INT8_TARGETS)}")
+    symmetric = target == "tensorrt"
+    if reduce_range is None:
+        reduce_range = target == "cpu" and not cpu_has_vnni()
+    extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="rn50-int8-") as tmp:
@@ -106,8 +153,9 @@ def export_onnx_int8(
             _reader(calib),
             quant_format=QuantFormat.QDQ,
             per_channel=True,
-            activation_type=QuantType.QInt8,
+            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
             weight_type=QuantType.QInt8,
+            reduce_range=reduce_range,
             calibrate_method=getattr(CalibrationMethod, CALIBRATION[method]),
             calibration_providers=["CPUExecutionProvider"],
             extra_options=extra,
@@ -115,17 +163,21 @@ def export_onnx_int8(
         )
     proto = onnx.load(os.fspath(path))
     onnx.checker.check_model(proto)
+    kernels = {"ort_cpu_kernels": ort_cpu_kernels(path)} if target == "cpu" else {}
     return {
         "opset": int(next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))),
         "quantization": {
             "tool": "onnxruntime.quantization.quantize_static (after quant_pre_process)",
             "format": "QDQ",
-            "activations": "int8 symmetric, per tensor",
-            "weights": "int8 symmetric, per channel",
+            "target": target,
+            "activations": "int8 symmetric, per tensor" if symmetric else "uint8 asymmetric, per tensor",
+            "weights": f"int8 symmetric, per channel{', 7-bit (reduce_range)' if reduce_range else ''}",
+            "reduce_range": reduce_range,
             "calibration": method,
             **({"percentile": percentile} if method == "percentile" else {}),
             "calibration_images": int(calib.shape[0]),
             "float_nodes": exclude,
             **qdq_summary(proto),
+            **kernels,
         },
     }

@@ -154,7 +154,7 @@ def export_trt(
             from rn50.export.quant import export_onnx_int8
 
             assert calib is not None, "int8 needs calibration images"
-            details = export_onnx_int8(model, onnx_path, calib, calib_method, image_size, max_batch)
+            details = export_onnx_int8(model, onnx_path, calib, calib_method, image_size, max_batch, target="tensorrt")
         else:
             from rn50.export.onnx import export_onnx
 

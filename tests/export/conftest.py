@@ -80,6 +80,15 @@ def onnx_int8(tiny_checkpoint, sample_dir, export_dir) -> Path:
 
 
 @pytest.fixture(scope="session")
+def onnx_int8_tensorrt(tiny_checkpoint, sample_dir, export_dir) -> Path:
+    """The symmetric form TensorRT builds INT8 engines from (runs on ORT's CPU provider too, slowly)."""
+    return _export(
+        tiny_checkpoint, sample_dir, export_dir, "onnx", "tiny-int8-trt.onnx", "--precision", "int8",
+        "--int8-target", "tensorrt",
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def torchscript_fp32(tiny_checkpoint, sample_dir, export_dir) -> Path:
     return _export(tiny_checkpoint, sample_dir, export_dir, "torchscript", "tiny-fp32.ts")
 

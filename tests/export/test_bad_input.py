@@ -67,6 +67,15 @@ def test_unknown_calibration_method(tiny_checkpoint, tmp_path):
     one_line_error(result, "minmax", "entropy", "percentile")
 
 
+def test_unknown_int8_target(tiny_checkpoint, tmp_path):
+    result = run_cli(
+        ["export", tiny_checkpoint, "--format", "onnx", "--precision", "int8", "--int8-target", "arm",
+         "--out", tmp_path / "x"]
+    )  # fmt: skip
+    one_line_error(result, "unknown --int8-target 'arm'", "cpu", "tensorrt")
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_existing_output_is_refused_without_force(tiny_checkpoint, tmp_path):
     out = tmp_path / "model.onnx"
     out.write_bytes(b"precious")

@@ -111,29 +111,59 @@ def test_sidecar_records_provenance_and_parity(onnx_fp32, tiny_checkpoint):
     assert parity["random"]["max_rel"] < 1e-3
 
 
-def test_int8_is_explicit_symmetric_per_channel_qdq(onnx_int8):
-    import onnx
+def _zero_points(model):
     from onnx import numpy_helper
 
-    model = onnx.load(str(onnx_int8))
+    init = {t.name: t for t in model.graph.initializer}
+    return [numpy_helper.to_array(init[n.input[2]]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+
+
+def test_int8_for_tensorrt_is_explicit_symmetric_per_channel_qdq(onnx_int8_tensorrt):
+    import onnx
+
+    model = onnx.load(str(onnx_int8_tensorrt))
     onnx.checker.check_model(model)
     ops = [n.op_type for n in model.graph.node]
     assert ops.count("QuantizeLinear") > 50 and ops.count("DequantizeLinear") > 100
-    init = {t.name: t for t in model.graph.initializer}
-    zero_points = [numpy_helper.to_array(init[n.input[2]]) for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    zero_points = _zero_points(model)
     assert zero_points and not any(z.any() for z in zero_points)  # symmetric: every zero point is 0
     assert {z.dtype for z in zero_points} <= {np.dtype(np.int8), np.dtype(np.int32)}  # signed int8 (int32 bias)
     assert sum(z.dtype == np.int8 for z in zero_points) > 100
     per_channel = [z for z in zero_points if z.ndim == 1 and z.size > 1]
     assert len(per_channel) >= 52  # one per quantised conv weight (the stem stays float)
-    meta = json.loads(sidecar_path(onnx_int8).read_text())
+    meta = json.loads(sidecar_path(onnx_int8_tensorrt).read_text())
     q = meta["export"]["quantization"]
     assert (
         q["quantized_ops"]["Conv"] == 52
         and q["float_nodes"]
         and q["all_zero_points_zero"]
         and q["calibration"] == "minmax"
+        and q["target"] == "tensorrt"
+        and q["reduce_range"] is False
     )
+
+
+def test_int8_for_cpu_fuses_every_quantised_conv_into_integer_kernels(onnx_int8):
+    """uint8 activations let ORT fold each ReLU into its quantisation: every conv but the float stem runs as a
+    QLinearConv and every residual add as a QLinearAdd, with no float ReLU left between them."""
+    import onnx
+
+    from rn50.export.quant import cpu_has_vnni, ort_cpu_kernels
+
+    model = onnx.load(str(onnx_int8))
+    zero_points = _zero_points(model)
+    activations = [z for z in zero_points if z.ndim == 0 and z.dtype != np.int32]
+    weights = [z for z in zero_points if z.ndim == 1 and z.size > 1 and z.dtype != np.int32]  # not the biases
+    assert activations and all(z.dtype == np.uint8 for z in activations)
+    # 52 convs (the stem stays float) and the classifier, each per-channel symmetric int8
+    assert len(weights) == 53 and all(z.dtype == np.int8 and not z.any() for z in weights)
+    kernels = ort_cpu_kernels(onnx_int8)
+    assert kernels.get("QLinearConv") == 52 and kernels.get("Conv") == 1, kernels
+    assert kernels.get("QLinearAdd") == 16 and "Relu" not in kernels and "Add" not in kernels, kernels
+    assert kernels.get("QGemm") == 1, kernels
+    q = json.loads(sidecar_path(onnx_int8).read_text())["export"]["quantization"]
+    assert q["target"] == "cpu" and q["ort_cpu_kernels"] == kernels
+    assert q["reduce_range"] is (not cpu_has_vnni())
 
 
 def test_int8_runs_on_onnx_runtime_and_agrees_on_real_images(onnx_int8, tiny_checkpoint, sample_dir):
