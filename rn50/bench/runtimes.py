@@ -357,6 +357,9 @@ class ArtifactRuntime(Runtime):
             value = getattr(self.runner, attr, None)
             if value is not None:
                 self.info[attr] = value if isinstance(value, str | int | float) else str(value)
+        ran = getattr(self.runner, "node_providers", None)
+        if ran:  # ONNX Runtime: which execution providers ran how many nodes (read back from a profiled run)
+            self.info["node_providers"] = ", ".join(f"{p}: {n}" for p, n in ran.items())
         self.build_s = time.perf_counter() - t0
 
     def forward(self, x: Tensor) -> Tensor:

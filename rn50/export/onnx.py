@@ -79,43 +79,125 @@ def export_onnx(
     return {"opset": opset, "simplified": simplify, "nodes": len(proto.graph.node)}
 
 
-def ort_providers(device: torch.device) -> list[str]:
+PROVIDER_RANK = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
+
+
+def _input_hw(sidecar: dict) -> int:
+    shape = (sidecar.get("input") or {}).get("shape") or [224]
+    return int(shape[-1]) if isinstance(shape[-1], int) else 224
+
+
+def _max_batch(sidecar: dict) -> int:
+    batch_range = (sidecar.get("input") or {}).get("batch_range") or [1, 256]
+    return int(batch_range[-1] or 256)
+
+
+def ort_providers(device: torch.device, precision: str = "fp32", sidecar: dict | None = None) -> list:
+    """Execution providers to ask for, best first. On a GPU: TensorRT's (when onnxruntime-gpu has it; FP16 or
+    INT8 enabled to match the model, one optimisation profile over the model's batch range, engines cached beside
+    the model), then CUDA's, then the CPU's; ONNX Runtime falls back down this list for whatever a provider
+    cannot take. Which ones actually ran is read back after loading (`OnnxRunner.node_providers`)."""
     ort = require("onnxruntime", "onnx")
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
-    if "CUDAExecutionProvider" not in ort.get_available_providers():
+    available = ort.get_available_providers()
+    if "CUDAExecutionProvider" not in available:
         raise UserError(
             "this ONNX Runtime has no CUDA execution provider: "
             "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (or load with device='cpu')"
         )
-    return [("CUDAExecutionProvider", {"device_id": device.index or 0}), "CPUExecutionProvider"]
+    providers: list = []
+    if "TensorrtExecutionProvider" in available:
+        sidecar = sidecar or {}
+        size, max_batch = _input_hw(sidecar), _max_batch(sidecar)
+        trt_options: dict[str, Any] = {
+            "device_id": device.index or 0,
+            "trt_fp16_enable": precision == "fp16",
+            # A Q/DQ model needs INT8 enabled in the builder; its scales come from the Q/DQ nodes, no table.
+            "trt_int8_enable": precision == "int8",
+            "trt_profile_min_shapes": f"{INPUT}:1x3x{size}x{size}",
+            "trt_profile_opt_shapes": f"{INPUT}:{max(1, max_batch // 2)}x3x{size}x{size}",
+            "trt_profile_max_shapes": f"{INPUT}:{max_batch}x3x{size}x{size}",
+        }
+        cache = sidecar.get("_trt_cache_dir")
+        if cache:
+            trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+        providers.append(("TensorrtExecutionProvider", trt_options))
+    providers.append(("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    providers.append("CPUExecutionProvider")
+    return providers
+
+
+def providers_that_ran(session, feed: dict) -> dict[str, int]:
+    """{execution provider: nodes it ran} for one profiled run of `session` (built with profiling enabled);
+    ends the profiling, so later runs are not slowed by it."""
+    import json
+
+    session.run(None, feed)
+    trace = session.end_profiling()
+    try:
+        events = json.loads(Path(trace).read_text())
+    finally:
+        Path(trace).unlink(missing_ok=True)
+    ran: dict[str, set] = {}
+    for event in events:
+        provider = (event.get("args") or {}).get("provider")
+        if event.get("cat") == "Node" and provider:
+            ran.setdefault(provider, set()).add(event.get("name", "").removesuffix("_kernel_time"))
+    return {
+        p: len(nodes)
+        for p, nodes in sorted(
+            ran.items(), key=lambda kv: PROVIDER_RANK.index(kv[0]) if kv[0] in PROVIDER_RANK else len(PROVIDER_RANK)
+        )
+    }
 
 
 class OnnxRunner(Runner):
     format = "onnx"
 
     def __init__(self, path: str, precision: str, sidecar: dict, device: torch.device, threads: int | None = None):
+        import tempfile
+
         ort = require("onnxruntime", "onnx")
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             options.intra_op_num_threads = threads
+        # Profile the first run only, to read back which execution provider ran each node.
+        options.enable_profiling = True
+        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"rn50-ort-{os.getpid()}-{id(self)}")
+        if device.type == "cuda":
+            sidecar = {**sidecar, "_trt_cache_dir": str(Path(path).parent / (Path(path).name + ".trt-cache"))}
         try:
-            self.session = ort.InferenceSession(path, options, providers=ort_providers(device))
+            self.session = ort.InferenceSession(path, options, providers=ort_providers(device, precision, sidecar))
         except Exception as e:  # ORT raises its own exception types for unreadable or invalid models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"ONNX Runtime cannot load {path}: {first}") from None
+        sidecar.pop("_trt_cache_dir", None)
         super().__init__(path, precision, sidecar, device, self.session.get_providers()[0])
         outputs = self.session.get_outputs()
         self.output_name = outputs[0].name
         self.input_name = self.session.get_inputs()[0].name
         num_classes = outputs[0].shape[1]
         self.num_classes = int(num_classes) if isinstance(num_classes, int) else int(sidecar.get("num_classes", 0))
+        shape = self.session.get_inputs()[0].shape
+        size = shape[2] if isinstance(shape[2], int) else _input_hw(sidecar)
+        import numpy as np
+
+        self.node_providers = providers_that_ran(
+            self.session, {self.input_name: np.zeros((1, 3, size, size), np.float32)}
+        )
+        # The provider that did the work: the most capable one that ran any node.
+        self.provider = next(iter(self.node_providers), self.provider)
+        # The CUDA path binds device memory; a session that ended up on the CPU alone takes host arrays.
+        self._host = self.provider == "CPUExecutionProvider"
 
     def run(self, x: Tensor) -> Tensor:
-        if self.provider == "CPUExecutionProvider":
+        if self._host:
             # torch CPU tensor -> numpy is a view, no copy.
-            return torch.from_numpy(self.session.run([self.output_name], {self.input_name: x.numpy()})[0])
+            return torch.from_numpy(self.session.run([self.output_name], {self.input_name: x.cpu().numpy()})[0]).to(
+                self.device
+            )
         # CUDA: bind the torch buffers directly so nothing goes through the host.
         import numpy as np
 
