@@ -126,6 +126,17 @@ def gemm_rates(threads: int, m: int = 2048, k: int = 1024, n: int = 1024, reps: 
     return {"fp32_gemm_gmac_s": fp32, "u8s8_gemm_gmac_s": u8s8}
 
 
+def gemm_rates_fresh(threads: int) -> dict[str, float]:
+    """gemm_rates in a fresh process: the sweep's ONNX Runtime and torch thread pools keep spinning for a while
+    after their last run and would lower a ceiling measured in this process."""
+    import json
+    import subprocess
+
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--gemm-only", "--threads", str(threads)]
+    done = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def cpu_facts() -> dict[str, object]:
     from rn50.export.quant import cpu_has_vnni
 
@@ -162,7 +173,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--train-size", type=int, default=64, help="px the sample model trains at")
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: all cores)")
+    p.add_argument("--gemm-only", action="store_true", help="only print this CPU's GEMM rates as JSON")
     args = p.parse_args(argv)
+    if args.gemm_only:
+        import json
+
+        torch.set_num_threads(args.threads or torch.get_num_threads())
+        print(json.dumps(gemm_rates(args.threads or torch.get_num_threads())))
+        return 0
 
     from rn50.data.sample import make_sample
 
@@ -199,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     result = run_infer(cfg)
     load_after = os.getloadavg()
     facts = cpu_facts()
-    rates = gemm_rates(args.threads or torch.get_num_threads())
+    rates = gemm_rates_fresh(args.threads or torch.get_num_threads())
     macs = macs_per_image(ckpt, args.image_size)
 
     ok = [r for r in result["rows"] if r.get("status") == "ok"]
@@ -246,6 +264,11 @@ def main(argv: list[str] | None = None) -> int:
         "loadavg_before": load_before,
         "loadavg_after": load_after,
         "ceiling": ceiling,
+        "series": [
+            {k: r.get(k) for k in ("backend", "precision", "img_s", "top1_agreement", "p50_ms", "p99_ms", "provider")}
+            | {"x_eager_fp32": r["img_s"] / base["img_s"]}
+            for r in ok
+        ],
         "results": result["paths"],
     }
     if best is None:

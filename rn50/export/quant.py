@@ -6,9 +6,9 @@ INT8 weights. The activations depend on where the model will run (`target`):
 
 - "cpu" (ONNX Runtime's CPU provider): asymmetric UINT8 activations, ORT's recommended U8S8 form on x86. A ReLU's
   output range starts at 0, so its zero point is 0 and ORT folds the ReLU into the quantisation; every DQ -> Conv ->
-  (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Without VNNI the integer
-  kernels multiply with VPMADDUBSW, whose 16-bit sums can saturate, so weights use 7 bits there (`reduce_range`, as
-  ORT advises for non-VNNI x86); with VNNI (or on other CPUs) the full 8 bits.
+  (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Weights use the full
+  8 bits: ORT's 7-bit option (`reduce_range`, meant against 16-bit overflow on x86 without VNNI) lowered top-1
+  agreement with fp32 from 97.5% to 95.3% on the sample at 224 px on an AVX2-only Zen 3, at the same speed.
 - "tensorrt" (TensorRT, ORT's TensorRT provider): symmetric signed INT8 activations, every zero point 0, the only
   form TensorRT's explicit quantisation accepts. ORT's CPU provider cannot fold a ReLU into a symmetric signed
   range, so on the CPU this form leaves ReLUs and the convolutions that feed residual adds in float (measured on a
@@ -118,12 +118,9 @@ def export_onnx_int8(
     percentile: float = 99.999,
     keep_stem_float: bool = True,
     target: str = "cpu",
-    reduce_range: bool | None = None,
+    reduce_range: bool = False,
 ) -> dict[str, Any]:
-    """Write the Q/DQ model for `target` ("cpu" or "tensorrt", see the module docstring) to `path`.
-
-    reduce_range None means: 7-bit weights for the cpu target on a CPU without VNNI, 8 bits otherwise.
-    """
+    """Write the Q/DQ model for `target` ("cpu" or "tensorrt", see the module docstring) to `path`."""
     require("onnxruntime", "onnx")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -132,8 +129,6 @@ def export_onnx_int8(
     if target not in INT8_TARGETS:
         raise ValueError(f"unknown int8 target {target!r}; valid: {', '.join(INT8_TARGETS)}")
     symmetric = target == "tensorrt"
-    if reduce_range is None:
-        reduce_range = target == "cpu" and not cpu_has_vnni()
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if method == "percentile":
         extra["CalibPercentile"] = percentile

@@ -148,7 +148,7 @@ def test_int8_for_cpu_fuses_every_quantised_conv_into_integer_kernels(onnx_int8)
     QLinearConv and every residual add as a QLinearAdd, with no float ReLU left between them."""
     import onnx
 
-    from rn50.export.quant import cpu_has_vnni, ort_cpu_kernels
+    from rn50.export.quant import ort_cpu_kernels
 
     model = onnx.load(str(onnx_int8))
     zero_points = _zero_points(model)
@@ -163,7 +163,7 @@ def test_int8_for_cpu_fuses_every_quantised_conv_into_integer_kernels(onnx_int8)
     assert kernels.get("QGemm") == 1, kernels
     q = json.loads(sidecar_path(onnx_int8).read_text())["export"]["quantization"]
     assert q["target"] == "cpu" and q["ort_cpu_kernels"] == kernels
-    assert q["reduce_range"] is (not cpu_has_vnni())
+    assert q["reduce_range"] is False and q["weights"] == "int8 symmetric, per channel"
 
 
 def test_int8_runs_on_onnx_runtime_and_agrees_on_real_images(onnx_int8, tiny_checkpoint, sample_dir):
