@@ -78,6 +78,8 @@ def test_int8_is_the_qdq_onnx_model_with_its_agreement_reported(sweep):
     int8 = series[("onnxruntime", "int8")]
     assert int8["status"] == "ok", int8
     assert int8["format"] == "onnx" and int8["precision"] == "int8"
+    # which execution provider ran the nodes, read back from ORT's profiler: all of them on the CPU here
+    assert int8["provider"] == "CPUExecutionProvider" and int8["node_providers"].startswith("CPUExecutionProvider: ")
     assert 0.5 <= int8["top1_agreement"] <= 1.0  # measured on real images of a trained model
     assert data["calibration_images"].endswith("train")
     assert "onnxruntime int8: top-1 agreement with eager fp32" in stdout
