@@ -138,10 +138,10 @@ def gemm_rates_fresh(threads: int) -> dict[str, float]:
 
 
 def cpu_facts() -> dict[str, object]:
+    from rn50.env import cpu_model
     from rn50.export.quant import cpu_has_vnni
 
-    model = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if "model name" in line), "?")
-    return {"cpu_model": model, "cores": os.cpu_count(), "vnni": cpu_has_vnni()}
+    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "vnni": cpu_has_vnni()}
 
 
 def accuracy(ckpt: Path, val: Path, size: int) -> float:
@@ -178,8 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.gemm_only:
         import json
 
-        torch.set_num_threads(args.threads or torch.get_num_threads())
-        print(json.dumps(gemm_rates(args.threads or torch.get_num_threads())))
+        threads = args.threads or torch.get_num_threads()
+        torch.set_num_threads(threads)
+        print(json.dumps(gemm_rates(threads)))
         return 0
 
     from rn50.data.sample import make_sample

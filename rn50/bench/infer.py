@@ -28,10 +28,10 @@ from rn50.bench.runtimes import (
     is_oom,
     make_runtime,
     math_mode,
-    sidecar_image_size,
 )
 from rn50.bench.timing import summarize, timed_loop
 from rn50.errors import UserError
+from rn50.export.sidecar import sidecar_image_size
 
 log = logging.getLogger(__name__)
 

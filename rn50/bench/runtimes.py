@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from rn50.errors import UserError
+from rn50.export.sidecar import sidecar_max_batch
 
 BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "tensorrt", "aoti")
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
@@ -370,18 +371,6 @@ class ArtifactRuntime(Runtime):
     def infer(self, x: Tensor) -> Tensor:
         with math_mode(self.precision, self.opts.cuda), torch.no_grad():
             return self.runner(x).float().cpu()
-
-
-def sidecar_max_batch(sidecar: dict[str, Any]) -> int | None:
-    """The largest batch an rn50.export artifact was built for (its sidecar's input batch range)."""
-    batch_range = (sidecar.get("input") or {}).get("batch_range") or [None, sidecar.get("max_batch")]
-    return int(batch_range[-1]) if batch_range[-1] else None
-
-
-def sidecar_image_size(sidecar: dict[str, Any]) -> int | None:
-    shape = (sidecar.get("input") or {}).get("shape") or []
-    size = shape[-1] if shape else sidecar.get("image_size")
-    return int(size) if isinstance(size, int) else None
 
 
 def make_runtime(

@@ -13,6 +13,7 @@ from torch import Tensor, nn
 
 from rn50.errors import UserError
 from rn50.export.runner import Runner, require, with_precision
+from rn50.export.sidecar import sidecar_image_size, sidecar_max_batch
 
 log = logging.getLogger(__name__)
 OPSET = 18  # >= 17; 18 is what the dynamo exporter targets natively (no version conversion pass)
@@ -82,17 +83,9 @@ def export_onnx(
 PROVIDER_RANK = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def _input_hw(sidecar: dict) -> int:
-    shape = (sidecar.get("input") or {}).get("shape") or [224]
-    return int(shape[-1]) if isinstance(shape[-1], int) else 224
-
-
-def _max_batch(sidecar: dict) -> int:
-    batch_range = (sidecar.get("input") or {}).get("batch_range") or [1, 256]
-    return int(batch_range[-1] or 256)
-
-
-def ort_providers(device: torch.device, precision: str = "fp32", sidecar: dict | None = None) -> list:
+def ort_providers(
+    device: torch.device, precision: str = "fp32", sidecar: dict | None = None, trt_cache: str | None = None
+) -> list:
     """Execution providers to ask for, best first. On a GPU: TensorRT's (when onnxruntime-gpu has it; FP16 or
     INT8 enabled to match the model, one optimisation profile over the model's batch range, engines cached beside
     the model), then CUDA's, then the CPU's; ONNX Runtime falls back down this list for whatever a provider
@@ -109,7 +102,7 @@ def ort_providers(device: torch.device, precision: str = "fp32", sidecar: dict |
     providers: list = []
     if "TensorrtExecutionProvider" in available:
         sidecar = sidecar or {}
-        size, max_batch = _input_hw(sidecar), _max_batch(sidecar)
+        size, max_batch = sidecar_image_size(sidecar) or 224, sidecar_max_batch(sidecar) or 256
         trt_options: dict[str, Any] = {
             "device_id": device.index or 0,
             "trt_fp16_enable": precision == "fp16",
@@ -119,9 +112,8 @@ def ort_providers(device: torch.device, precision: str = "fp32", sidecar: dict |
             "trt_profile_opt_shapes": f"{INPUT}:{max(1, max_batch // 2)}x3x{size}x{size}",
             "trt_profile_max_shapes": f"{INPUT}:{max_batch}x3x{size}x{size}",
         }
-        cache = sidecar.get("_trt_cache_dir")
-        if cache:
-            trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(cache))
+        if trt_cache:
+            trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache))
         providers.append(("TensorrtExecutionProvider", trt_options))
     providers.append(("CUDAExecutionProvider", {"device_id": device.index or 0}))
     providers.append("CPUExecutionProvider")
@@ -166,14 +158,13 @@ class OnnxRunner(Runner):
         # Profile the first run only, to read back which execution provider ran each node.
         options.enable_profiling = True
         options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"rn50-ort-{os.getpid()}-{id(self)}")
-        if device.type == "cuda":
-            sidecar = {**sidecar, "_trt_cache_dir": str(Path(path).parent / (Path(path).name + ".trt-cache"))}
+        trt_cache = str(Path(path).with_name(Path(path).name + ".trt-cache"))  # used on a GPU only
         try:
-            self.session = ort.InferenceSession(path, options, providers=ort_providers(device, precision, sidecar))
+            providers = ort_providers(device, precision, sidecar, trt_cache)
+            self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or invalid models
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"ONNX Runtime cannot load {path}: {first}") from None
-        sidecar.pop("_trt_cache_dir", None)
         super().__init__(path, precision, sidecar, device, self.session.get_providers()[0])
         outputs = self.session.get_outputs()
         self.output_name = outputs[0].name
@@ -181,7 +172,7 @@ class OnnxRunner(Runner):
         num_classes = outputs[0].shape[1]
         self.num_classes = int(num_classes) if isinstance(num_classes, int) else int(sidecar.get("num_classes", 0))
         shape = self.session.get_inputs()[0].shape
-        size = shape[2] if isinstance(shape[2], int) else _input_hw(sidecar)
+        size = shape[2] if isinstance(shape[2], int) else sidecar_image_size(sidecar) or 224
         import numpy as np
 
         self.node_providers = providers_that_ran(

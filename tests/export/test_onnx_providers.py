@@ -30,8 +30,8 @@ def test_gpu_asks_for_tensorrt_then_cuda_then_cpu_with_the_model_profile(monkeyp
     monkeypatch.setattr(
         ort, "get_available_providers", lambda: ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPU"]
     )
-    sidecar = {"input": {"shape": ["batch", 3, 160, 160], "batch_range": [1, 64]}, "_trt_cache_dir": "/c"}
-    trt, cuda, cpu = ort_providers(torch.device("cuda:1"), "int8", sidecar)
+    sidecar = {"input": {"shape": ["batch", 3, 160, 160], "batch_range": [1, 64]}}
+    trt, cuda, cpu = ort_providers(torch.device("cuda:1"), "int8", sidecar, trt_cache="/c")
     assert trt[0] == "TensorrtExecutionProvider" and cuda == ("CUDAExecutionProvider", {"device_id": 1})
     assert cpu == "CPUExecutionProvider"
     opts = trt[1]
