@@ -208,6 +208,9 @@ def train(
     node_rank: Annotated[int, typer.Option(help="This node's rank.")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of the rendezvous (multi-node).")] = None,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bar.")] = True,
+    keep_epochs: Annotated[
+        int, typer.Option(help="Keep the newest N checkpoints/epoch-NNN.pth (0: all); last.pth, best.pth always.")
+    ] = 3,
 ) -> None:
     """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint."""
     from rn50.train.cli_options import build_options

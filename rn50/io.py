@@ -35,6 +35,21 @@ def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
+def atomic_link(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Make `dst` the same file as `src` (a hard link; a copy where the filesystem has none), replacing it atomically.
+
+    Safe because every rn50 write replaces a file (new inode) rather than rewriting it in place.
+    """
+    import shutil
+
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copy2(src, tmp)
+
+
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     import torch
 

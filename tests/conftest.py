@@ -1,4 +1,6 @@
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -8,6 +10,21 @@ import torch
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared"
+
+
+def pytest_configure(config):
+    # TorchInductor (AOTInductor tests) caches GBs under /tmp/torchinductor_<user> by default, kept forever:
+    # give this session its own cache and remove it at the end, unless the caller chose one.
+    if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+        config._rn50_inductor_cache = tempfile.mkdtemp(prefix="rn50-tests-inductor-")
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = config._rn50_inductor_cache
+
+
+def pytest_unconfigure(config):
+    folder = getattr(config, "_rn50_inductor_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
 
 
 def pytest_collection_modifyitems(config, items):

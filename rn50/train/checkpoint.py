@@ -138,3 +138,17 @@ def resolve_resume(resume: str | None, out: Path) -> Path | None:
     if not path.is_file():
         raise UserError(f"--resume {resume}: no such checkpoint file (use a path or `auto`)")
     return path
+
+
+def prune_epoch_checkpoints(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` epoch-NNN.pth files (0: keep all); last.pth and best.pth stay intact.
+
+    They are hard links (or copies) of an epoch file, so removing the epoch's name leaves their data in place.
+    """
+    if keep <= 0:
+        return []
+    epochs = sorted(p for p in Path(folder).glob("epoch-*.pth") if p.stem.removeprefix("epoch-").isdigit())
+    removed = epochs[:-keep]
+    for path in removed:
+        path.unlink(missing_ok=True)
+    return removed

@@ -44,6 +44,8 @@ def build_options(p: dict[str, Any]) -> tuple[TrainOptions, Callable[[], int] | 
     for name in ("prof", "print_freq", "max_nonfinite", "gpus", "nnodes"):
         if p.get(name) is not None and p[name] < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {p[name]}")
+    if p["keep_epochs"] < 0:
+        raise UserError(f"--keep-epochs must be >= 0 (0 keeps every epoch's checkpoint), got {p['keep_epochs']}")
     recipe = get_recipe(p["recipe"])
     overrides = {field: p[opt] for opt, field in FIELDS.items() if p.get(opt) is not None}
     if p.get("memory_format") is not None:
@@ -89,5 +91,6 @@ def build_options(p: dict[str, Any]) -> tuple[TrainOptions, Callable[[], int] | 
         report_file=p.get("report_file"),
         max_nonfinite=p["max_nonfinite"],
         progress=p["progress"],
+        keep_epochs=p["keep_epochs"],
     )
     return opts, None

@@ -16,9 +16,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from rn50.errors import UserError
+from rn50.io import atomic_link
 from rn50.recipes import Recipe
 from rn50.train import dist
-from rn50.train.checkpoint import load_checkpoint, resolve_resume, save_checkpoint
+from rn50.train.checkpoint import load_checkpoint, prune_epoch_checkpoints, resolve_resume, save_checkpoint
 from rn50.train.run import RunDir, default_out
 from rn50.train.step import TrainState, build_state, train_step
 
@@ -42,6 +43,7 @@ class TrainOptions:
     max_nonfinite: int = 10  # consecutive non-finite losses that stop the run
     stop_after: int | None = None  # stop like SIGTERM after this many iterations of this process (tests)
     progress: bool = True
+    keep_epochs: int = 3  # newest epoch-NNN.pth files kept; 0 keeps every one
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -340,10 +342,12 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
                 ckpt = dict(
                     epoch=epoch, iteration=result["iteration"], epoch_complete=True, best_top1=best_top1, top1=top1
                 )
-                save_checkpoint(run.checkpoints / f"epoch-{epoch + 1:03d}.pth", state, **ckpt)
-                save_checkpoint(run.checkpoints / "last.pth", state, **ckpt)
+                epoch_file = run.checkpoints / f"epoch-{epoch + 1:03d}.pth"
+                save_checkpoint(epoch_file, state, **ckpt)
+                atomic_link(epoch_file, run.checkpoints / "last.pth")
                 if improved:
-                    save_checkpoint(run.checkpoints / "best.pth", state, **ckpt)
+                    atomic_link(epoch_file, run.checkpoints / "best.pth")
+                prune_epoch_checkpoints(run.checkpoints, opts.keep_epochs)
             run.write_bad_files(_gather_bad_files([train_loader, val_loader]))
             start_batch = 0
             if opts.prof is not None:

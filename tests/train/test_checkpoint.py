@@ -1,7 +1,8 @@
 import torch
 
+from rn50.io import atomic_link
 from rn50.recipes import get_recipe
-from rn50.train.checkpoint import load_checkpoint, save_checkpoint
+from rn50.train.checkpoint import load_checkpoint, prune_epoch_checkpoints, save_checkpoint
 from rn50.train.step import build_state, train_step
 from rn50.weights import load_model
 
@@ -32,3 +33,19 @@ def test_checkpoint_round_trip_with_ema_and_mixup(tmp_path):
     assert not torch.equal(a.ema.module.fc.weight, a.module.fc.weight)
     assert load_model(path).fc.out_features == 10
     assert load_model(path, ema=True).fc.out_features == 10
+
+
+def test_prune_keeps_the_newest_epochs_and_linked_last(tmp_path):
+    for n in range(1, 6):
+        (tmp_path / f"epoch-{n:03d}.pth").write_bytes(bytes([n]))
+    (tmp_path / "epoch-notes.pth").write_text("a user's file")
+    atomic_link(tmp_path / "epoch-005.pth", tmp_path / "last.pth")
+    atomic_link(tmp_path / "epoch-002.pth", tmp_path / "best.pth")
+    atomic_link(tmp_path / "epoch-003.pth", tmp_path / "best.pth")  # replaces the old link
+    removed = prune_epoch_checkpoints(tmp_path, keep=2)
+    assert [p.name for p in removed] == ["epoch-001.pth", "epoch-002.pth", "epoch-003.pth"]
+    left = sorted(p.name for p in tmp_path.iterdir())
+    assert left == ["best.pth", "epoch-004.pth", "epoch-005.pth", "epoch-notes.pth", "last.pth"]
+    assert (tmp_path / "best.pth").read_bytes() == bytes([3])  # its epoch name is gone, the data is not
+    assert (tmp_path / "last.pth").samefile(tmp_path / "epoch-005.pth")
+    assert prune_epoch_checkpoints(tmp_path, keep=0) == [] and len(list(tmp_path.iterdir())) == 5

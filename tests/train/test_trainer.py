@@ -31,12 +31,13 @@ def run_fit(data, out, **kw):
 
 def test_run_directory_and_checkpoints(tiny_data, tmp_path):
     out = tmp_path / "run"
-    summary = run_fit(tiny_data, out, recipe=tiny_recipe(workers=1))
+    summary = run_fit(tiny_data, out, recipe=tiny_recipe(workers=1), keep_epochs=1)
     assert summary["status"] == "complete"
     for name in ("recipe.json", "env.json", "metrics.jsonl", "report.md"):
         assert (out / name).is_file(), name
     ckpts = sorted(p.name for p in (out / "checkpoints").iterdir())
-    assert ckpts == ["best.pth", "epoch-001.pth", "epoch-002.pth", "last.pth"]
+    assert ckpts == ["best.pth", "epoch-002.pth", "last.pth"]  # --keep-epochs 1 pruned epoch-001.pth
+    assert (out / "checkpoints" / "last.pth").samefile(out / "checkpoints" / "epoch-002.pth")  # a link, not a copy
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r["type"] == "train"]
     val = [r for r in records if r["type"] == "val"]
@@ -169,6 +170,7 @@ def test_bad_data_gives_one_line(tmp_path, make, message):
         (["--memory-format", "nchwc"], "memory-format"),
         (["--data-backend", "tfrecord"], "data_backend"),
         (["--prof", "0"], "--prof"),
+        (["--keep-epochs", "-1"], "--keep-epochs must be >= 0"),
         (["--resume", "/no/such.pth", "--batch-size", "4"], "no such checkpoint"),
         (["--batch-size", "4", "--optimizer-batch-size", "6"], "multiple"),
     ],
