@@ -11,6 +11,13 @@ from pathlib import Path
 from typing import Any
 
 
+def _new_file_mode() -> int:
+    """0666 less the process umask (what open() would give a new file)."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it is renamed onto `path`, on error removed."""
@@ -19,6 +26,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp_path = Path(tmp)
+    os.chmod(tmp_path, _new_file_mode())  # mkstemp makes 0600; the result should read like any file the user writes
     try:
         yield tmp_path
         os.replace(tmp_path, path)
