@@ -138,8 +138,7 @@ def gemm_rates_fresh(threads: int) -> dict[str, float]:
 
 
 def cpu_facts() -> dict[str, object]:
-    from rn50.env import cpu_model
-    from rn50.export.quant import cpu_has_vnni
+    from rn50.env import cpu_has_vnni, cpu_model
 
     return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "vnni": cpu_has_vnni()}
 

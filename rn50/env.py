@@ -53,14 +53,24 @@ def git_commit() -> str | None:
     return sha + ("-dirty" if dirty else "")
 
 
-def cpu_model() -> str:
+def _cpuinfo(field: str) -> str | None:
+    """The first `field` line's value in /proc/cpuinfo (None where there is no such file or field)."""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith(field):
                 return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    return platform.processor() or platform.machine()
+    return None
+
+
+def cpu_model() -> str:
+    return _cpuinfo("model name") or platform.processor() or platform.machine()
+
+
+def cpu_has_vnni() -> bool:
+    """Whether this x86 CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); False if unknown."""
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set((_cpuinfo("flags") or "").split()))
 
 
 def nvidia_smi() -> list[dict[str, str]]:

@@ -37,16 +37,6 @@ CALIB_BATCH = 8
 INT8_TARGETS = ("cpu", "tensorrt")
 
 
-def cpu_has_vnni() -> bool:
-    """Whether this x86 CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); False if unknown."""
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), [])
-    except OSError:
-        return False
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
-
-
 def _reader(images: Tensor, batch: int = CALIB_BATCH):
     from onnxruntime.quantization import CalibrationDataReader
 
