@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import tempfile
@@ -11,9 +12,13 @@ from pathlib import Path
 from typing import Any
 
 
+@functools.cache
 def _new_file_mode() -> int:
-    """0666 less the process umask (what open() would give a new file)."""
-    umask = os.umask(0)
+    """0666 less the process umask (what open() would give a new file).
+
+    Read once: os.umask can only be read by setting it, and a thread creating a file in between would get 0666.
+    """
+    umask = os.umask(0o077)
     os.umask(umask)
     return 0o666 & ~umask
 

@@ -3,15 +3,17 @@ import stat
 
 import pytest
 
-from rn50.io import atomic_path, atomic_write_text
+from rn50.io import _new_file_mode, atomic_path, atomic_write_text
 
 
 def test_atomic_write_gives_the_usual_file_mode(tmp_path):
     old = os.umask(0o022)
+    _new_file_mode.cache_clear()  # the umask is read once per process
     try:
         atomic_write_text(tmp_path / "a.txt", "x")
     finally:
         os.umask(old)
+        _new_file_mode.cache_clear()
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644  # not mkstemp's 0600
 
 
