@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -25,44 +26,15 @@ from rn50.bench.infer import InferConfig, run_infer  # noqa: E402
 from rn50.io import atomic_write_json  # noqa: E402
 
 
-def train_on_sample(sample: Path, out: Path, size: int, epochs: int, eval_size: int) -> Path:
-    """A 10-class ResNet-50 trained briefly on the sample at `size` px, with BN statistics re-estimated at the
-    benchmark's `eval_size` (so its fp32 predictions at 224 px are confident, as a real model's are)."""
-    from rn50.data.transforms import load_labeled_images
-    from rn50.model import resnet50
-    from rn50.weights import save_weights
+def train_on_sample(sample: Path, out: Path, size: int, epochs: int) -> Path:
+    """A 10-class ResNet-50 trained on the sample by the trainer itself (`rn50.train.fit`, the sample-cpu recipe)
+    at `size` px; returns its best checkpoint."""
+    from rn50.recipes import get_recipe
+    from rn50.train.loop import TrainOptions, fit
 
-    torch.manual_seed(0)
-    images, labels = load_labeled_images(sample / "train", 10_000, size)
-    model = resnet50(num_classes=10, zero_init_last=True)
-    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.875, weight_decay=1 / 32768)
-    steps = epochs * ((len(images) + 31) // 32)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=0.1, total_steps=steps, pct_start=0.2)
-    model.train()
-    t0 = time.perf_counter()
-    for epoch in range(epochs):
-        perm = torch.randperm(len(images))
-        for i in range(0, len(images), 32):
-            idx = perm[i : i + 32]
-            x = images[idx]
-            if torch.rand(()) < 0.5:
-                x = x.flip(3)
-            loss = torch.nn.functional.cross_entropy(model(x), labels[idx], label_smoothing=0.1)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-        print(f"  epoch {epoch + 1}/{epochs}: loss {loss.item():.3f} ({time.perf_counter() - t0:.0f} s)", flush=True)
-    calib, _ = load_labeled_images(sample / "train", 512, eval_size)
-    for m in model.modules():
-        if isinstance(m, torch.nn.BatchNorm2d):
-            m.reset_running_stats()
-            m.momentum = None  # cumulative average over the re-estimation batches
-    with torch.no_grad():
-        for i in range(0, len(calib), 64):
-            model(calib[i : i + 64])
-    save_weights(out, model.eval(), trained_on="rn50 sample", train_size=size, epochs=epochs, bn_size=eval_size)
-    return out
+    recipe = get_recipe("sample-cpu").replace(image_size=size, epochs=epochs)
+    summary = fit(TrainOptions(data=sample, recipe=recipe, out=out, keep_epochs=1))
+    return Path(summary["out"]) / "checkpoints" / "best.pth"
 
 
 def macs_per_image(ckpt: Path, size: int) -> float:
@@ -192,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
         make_sample(sample)
     ckpt = args.checkpoint
     if ckpt is None:
-        ckpt = args.work / f"sample-resnet50-{args.train_size}px-{args.epochs}ep.pth"
+        run = args.work / f"sample-resnet50-{args.train_size}px-{args.epochs}ep"
+        ckpt = run / "checkpoints" / "best.pth"
         if not ckpt.is_file():
-            print(f"training a sample model at {args.train_size} px for {args.epochs} epochs -> {ckpt}", flush=True)
-            train_on_sample(sample, ckpt, args.train_size, args.epochs, args.image_size)
+            print(f"training a sample model at {args.train_size} px for {args.epochs} epochs -> {run}", flush=True)
+            shutil.rmtree(run, ignore_errors=True)  # an unfinished earlier run
+            ckpt = train_on_sample(sample, run, args.train_size, args.epochs)
     acc = accuracy(ckpt, sample / "val", args.image_size)
     print(f"model {ckpt}: fp32 top-1 accuracy on the sample's val split at {args.image_size} px: {100 * acc:.1f}%")
 

@@ -106,6 +106,30 @@ def recipes(
     console.print(table)
 
 
+# ---- demo
+@app.command()
+def demo(
+    sample: Annotated[Path, typer.Option(help="The built-in sample's folder (written here if absent).")] = Path(
+        "sample"
+    ),
+    out: Annotated[Path, typer.Option(help="Folder for the run, exports, benchmark results and summary.")] = Path(
+        "runs/demo"
+    ),
+    recipe: Annotated[str, typer.Option(help="Recipe to train.")] = "sample-cpu",
+    seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo in --out.")] = False,
+    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
+) -> None:
+    """The main job on the built-in sample: train, export ONNX fp32 + INT8 with parity, benchmark, one summary."""
+    from rn50.demo import DemoConfig, run_demo, summary_markdown
+
+    summary = run_demo(
+        DemoConfig(sample=sample, out=out, recipe=recipe, seed=seed, force=force, progress=progress),
+        say=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
+    )
+    console.print(summary_markdown(summary), highlight=False, soft_wrap=True, markup=False)
+
+
 # ---- data
 @data_app.command("sample")
 def data_sample(
@@ -183,6 +207,17 @@ def train(
         int | None, typer.Option("--workers", "-j", help="Loader processes/threads (0: inline).")
     ] = None,
     image_size: Annotated[int | None, typer.Option(help="Training crop in px.")] = None,
+    crop_area: Annotated[
+        tuple[float, float] | None,
+        typer.Option(help="Random-resized-crop area range as a fraction of the image, MIN MAX (ImageNet: 0.08 1)."),
+    ] = None,
+    crop_ratio: Annotated[
+        tuple[float, float] | None,
+        typer.Option(help="Random-resized-crop aspect range (width/height), MIN MAX (ImageNet: 0.75 1.333)."),
+    ] = None,
+    hflip: Annotated[
+        bool | None, typer.Option("--hflip/--no-hflip", help="Random horizontal flips in training.")
+    ] = None,
     num_classes: Annotated[int | None, typer.Option(help="Model outputs.")] = None,
     ema: Annotated[float | None, typer.Option(help="Keep an EMA of the weights with this decay (e.g. 0.9999).")] = None,
     zero_init_last: Annotated[

@@ -68,6 +68,16 @@ def cpu_model() -> str:
     return _cpuinfo("model name") or platform.processor() or platform.machine()
 
 
+# The instruction sets that decide CPU training and inference speed (fp32 FMA width, bf16, 8-bit dot products).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
+
+
+def cpu_flags(names: tuple[str, ...] = SPEED_FLAGS) -> list[str]:
+    """Which of `names` this CPU has, in that order ([] where /proc/cpuinfo is absent)."""
+    have = set((_cpuinfo("flags") or "").split())
+    return [n for n in names if n in have]
+
+
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); False if unknown."""
     return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set((_cpuinfo("flags") or "").split()))
@@ -101,6 +111,7 @@ def capture_env() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_flags": cpu_flags(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "packages": package_versions(),

@@ -42,6 +42,11 @@ class Recipe:
     dynamic_loss_scale: bool = True
     num_classes: int = 1000
     image_size: int = 224
+    # Training augmentation: random-resized-crop area fraction and aspect ratio (w/h) ranges, horizontal flip.
+    # ImageNet: 8%-100% of the area, 3/4-4/3, flip (REFERENCE.md); every published recipe keeps these.
+    crop_area: tuple[float, float] = (0.08, 1.0)
+    crop_ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    hflip: bool = True
     conv_init: str = "fan_in"
     zero_init_last: bool = False
     data_backend: str = "dali-gpu"
@@ -72,6 +77,10 @@ class Recipe:
         check(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         check(self.mixup >= 0, "mixup alpha must be >= 0")
         check(self.loss_scale > 0, "loss_scale must be > 0")
+        lo, hi = self.crop_area
+        check(0 < lo <= hi <= 1, f"crop_area must be MIN MAX with 0 < MIN <= MAX <= 1, got {lo:g} {hi:g}")
+        lo, hi = self.crop_ratio
+        check(0 < lo <= hi, f"crop_ratio must be MIN MAX with 0 < MIN <= MAX, got {lo:g} {hi:g}")
         check(self.ema is None or 0 < self.ema < 1, "ema decay must be in (0, 1)")
         if self.optimizer_batch_size is not None:
             check(
@@ -108,7 +117,7 @@ class Recipe:
         unknown = sorted(set(overrides) - names)
         if unknown:
             raise UserError(f"unknown recipe field(s): {', '.join(unknown)}")
-        return dataclasses.replace(self, **overrides)
+        return dataclasses.replace(self, **_tuples(overrides))
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -118,7 +127,12 @@ class Recipe:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Recipe:
         names = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
+        return cls(**_tuples({k: v for k, v in d.items() if k in names}))
+
+
+def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
+    """Range fields as tuples, whether they came from JSON (lists) or the CLI."""
+    return {k: tuple(v) if k in ("crop_area", "crop_ratio") else v for k, v in fields.items()}
 
 
 # platform -> (gpus, {precision: batch per GPU}); the source table is shared/REFERENCE.md.

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from rn50.data.loaders import FileList, ShardedEpochs
-from rn50.data.transforms import CROP_AREA, CROP_RATIO, MEAN, STD, eval_resize
+from rn50.data.transforms import MEAN, STD, eval_resize
 from rn50.errors import UserError
 from rn50.recipes import Recipe
 
@@ -105,12 +105,12 @@ class DaliLoader(ShardedEpochs):
                     encoded,
                     device=decoder_device,
                     output_type=types.RGB,
-                    random_area=list(CROP_AREA),
-                    random_aspect_ratio=list(CROP_RATIO),
+                    random_area=list(self.recipe.crop_area),
+                    random_aspect_ratio=list(self.recipe.crop_ratio),
                     num_attempts=100,
                 )
                 images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
-                mirror = fn.random.coin_flip(probability=0.5)
+                mirror = fn.random.coin_flip(probability=0.5) if self.recipe.hflip else 0
             else:
                 images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
                 images = fn.resize(images, resize_shorter=eval_resize(size), antialias=True)

@@ -41,22 +41,29 @@ def decode_rgb(path: str) -> Tensor:
         return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
-def random_resized_crop_box(height: int, width: int, rng: random.Random) -> tuple[int, int, int, int]:
-    """(top, left, h, w) with area in CROP_AREA of the image and aspect in CROP_RATIO; centre crop as fallback."""
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    rng: random.Random,
+    crop_area: tuple[float, float] = CROP_AREA,
+    crop_ratio: tuple[float, float] = CROP_RATIO,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) with area in `crop_area` of the image and aspect (w/h) in `crop_ratio`; the largest centre
+    crop within `crop_ratio` as fallback (torchvision's RandomResizedCrop rule)."""
     area = height * width
-    log_ratio = (math.log(CROP_RATIO[0]), math.log(CROP_RATIO[1]))
+    log_ratio = (math.log(crop_ratio[0]), math.log(crop_ratio[1]))
     for _ in range(10):
-        target = area * rng.uniform(*CROP_AREA)
+        target = area * rng.uniform(*crop_area)
         ratio = math.exp(rng.uniform(*log_ratio))
         w = round(math.sqrt(target * ratio))
         h = round(math.sqrt(target / ratio))
         if 0 < w <= width and 0 < h <= height:
             return rng.randint(0, height - h), rng.randint(0, width - w), h, w
     ratio = width / height
-    if ratio < CROP_RATIO[0]:
-        w, h = width, round(width / CROP_RATIO[0])
-    elif ratio > CROP_RATIO[1]:
-        h, w = height, round(height * CROP_RATIO[1])
+    if ratio < crop_ratio[0]:
+        w, h = width, round(width / crop_ratio[0])
+    elif ratio > crop_ratio[1]:
+        h, w = height, round(height * crop_ratio[1])
     else:
         w, h = width, height
     h, w = max(1, min(h, height)), max(1, min(w, width))
@@ -72,9 +79,10 @@ def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int,
 class ImageDataset(torch.utils.data.Dataset):
     """Items are (index, augmentation seed) -> (uint8 CHW image, label) or (None, path, reason) if undecodable."""
 
-    def __init__(self, files: FileList, image_size: int, train: bool) -> None:
+    def __init__(self, files: FileList, recipe: Recipe, train: bool) -> None:
         self.files, self.labels = files.files, files.labels
-        self.image_size, self.train = image_size, train
+        self.image_size, self.train = recipe.image_size, train
+        self.crop_area, self.crop_ratio, self.hflip = recipe.crop_area, recipe.crop_ratio, recipe.hflip
 
     def __len__(self) -> int:
         return len(self.files)
@@ -91,8 +99,8 @@ class ImageDataset(torch.utils.data.Dataset):
         _, height, width = image.shape
         if self.train:
             rng = random.Random(aug_seed)
-            top, left, h, w = random_resized_crop_box(height, width, rng)
-            flip = rng.random() < 0.5
+            top, left, h, w = random_resized_crop_box(height, width, rng, self.crop_area, self.crop_ratio)
+            flip = self.hflip and rng.random() < 0.5
         else:
             top, left, h, w = center_crop_box(height, width, self.image_size)
             flip = False
@@ -151,7 +159,7 @@ class TorchLoader(ShardedEpochs):
         self._batches: tuple[int, list] | None = None
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
-            ImageDataset(files, recipe.image_size, self.train),
+            ImageDataset(files, recipe, self.train),
             batch_sampler=_EpochBatches(self),
             num_workers=workers,
             collate_fn=collate,

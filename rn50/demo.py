@@ -1,0 +1,220 @@
+"""`rn50 demo`: the whole pipeline on the built-in sample, ending in one summary a person reads at a glance.
+
+Train the sample recipe, export ONNX fp32 and the CPU INT8 form (each proving parity on the way, kept beside the run),
+time eager fp32 against ONNX Runtime fp32 and INT8 at one batch size with top-1 agreement on every val image, time the
+input pipelines, then write `summary.md` / `summary.json`. Every step is the library call behind one `rn50` command;
+the summary names the command and where each file went.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rn50.errors import UserError
+from rn50.io import atomic_write_json, atomic_write_text
+
+# What the demo makes under its output folder; --force replaces exactly these.
+PARTS = ("train", "export", "bench-infer", "bench-data", "summary.md", "summary.json")
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    sample: Path
+    out: Path
+    recipe: str = "sample-cpu"
+    seed: int = 0
+    batch: int = 8  # inference batch size
+    infer_seconds: float = 3.0  # timed window per inference series
+    data_seconds: float = 3.0  # approximate timed window per input pipeline
+    force: bool = False
+    progress: bool = True
+
+
+def prepare(cfg: DemoConfig) -> None:
+    out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} is a file; give a folder")
+    existing = [p for p in PARTS if (out / p).exists()]
+    if existing and not cfg.force:
+        raise UserError(f"{out} already holds a demo ({', '.join(existing)}); pass --force to replace it")
+    for p in existing:
+        path = out / p
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    out.mkdir(parents=True, exist_ok=True)
+    sample = Path(cfg.sample)
+    if not (sample / "train").is_dir() or not (sample / "val").is_dir():
+        from rn50.data.sample import make_sample
+
+        make_sample(sample, force=cfg.force)
+
+
+def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
+    """Run every step; return the summary (also written to out/summary.json and out/summary.md)."""
+    import torch
+
+    from rn50.bench.datapipe import DataBenchConfig, run_data_bench, write_outputs
+    from rn50.bench.infer import InferConfig, run_infer
+    from rn50.env import cpu_flags, cpu_model
+    from rn50.recipes import get_recipe
+    from rn50.train.loop import TrainOptions, fit
+
+    t_start = time.perf_counter()
+    recipe = get_recipe(cfg.recipe)
+    prepare(cfg)
+    out, sample = Path(cfg.out), Path(cfg.sample)
+    summary: dict[str, Any] = {
+        "kind": "rn50-demo",
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "torch": torch.__version__},
+        "load_before": list(os.getloadavg()),
+    }
+
+    say(f"[1/3] rn50 train {sample} --recipe {recipe.name} --out {out / 'train'}")
+    train = fit(TrainOptions(data=sample, recipe=recipe, out=out / "train", seed=cfg.seed, progress=cfg.progress))
+    if train["status"] != "complete":
+        raise UserError(f"training {train['status']}; the demo stops here ({out / 'train'})")
+    best = Path(train["out"]) / "checkpoints" / "best.pth"
+    summary["train"] = {
+        "recipe": recipe.name,
+        "epochs": recipe.epochs,
+        "last_top1": train["top1"],
+        "best_top1": train["best_top1"],
+        "train_seconds": train["train_seconds"],
+        "checkpoint": str(best),
+    }
+
+    say(f"[2/3] rn50 bench infer {best} --backend onnxruntime --precision fp32,int8 --batch {cfg.batch} (+ exports)")
+    infer = run_infer(
+        InferConfig(
+            source=best,
+            batches=[cfg.batch],
+            backends=["onnxruntime"],
+            precisions=["fp32", "int8"],
+            device="cpu",
+            image_size=recipe.image_size,
+            iters=None,
+            min_time=cfg.infer_seconds,
+            images=sample,
+            agreement_images=10_000,  # every val image
+            keep_artifacts=out / "export",
+            out=out / "bench-infer",
+            progress=cfg.progress,
+        )
+    )
+    series = {(s["backend"], s["precision"]): s for s in infer["series"]}
+    rows = []
+    for r in infer["rows"]:
+        s = series.get((r["backend"], r["precision"]), {})
+        agreement = 1.0 if (r["backend"], r["precision"]) == ("eager", "fp32") else s.get("top1_agreement")
+        rows.append(
+            {
+                "series": f"{'ONNX Runtime' if r['backend'] == 'onnxruntime' else r['backend']} {r['precision']}",
+                "status": r.get("status"),
+                "img_s": r.get("img_s"),
+                "p50_ms": r.get("p50_ms"),
+                "p99_ms": r.get("p99_ms"),
+                "speedup": r.get("speedup"),
+                "top1_agreement": agreement,
+                "artifact": s.get("artifact"),
+                "parity": s.get("parity"),
+                "reason": r.get("reason") or s.get("reason"),
+            }
+        )
+    summary["infer"] = {
+        "batch": cfg.batch,
+        "image_size": recipe.image_size,
+        "agreement_images": (infer.get("agreement_images") or {}).get("n"),
+        "rows": rows,
+        "files": infer.get("paths", {}),
+    }
+
+    say(f"[3/3] rn50 bench data {sample} --backend pytorch,dali-cpu --image-size {recipe.image_size}")
+    data_cfg = DataBenchConfig(
+        data=sample,
+        backends=("pytorch", "dali-cpu"),
+        batch=recipe.batch_size,
+        workers=recipe.workers,
+        warmup=10,
+        iters=_data_iters(cfg, recipe),
+        image_size=recipe.image_size,
+        device="cpu",
+        recipe=recipe.name,
+    )
+    data = run_data_bench(data_cfg)
+    summary["data"] = {
+        "rows": [
+            {"backend": r.backend, "status": r.status, "img_s": r.img_per_s, "seconds": r.seconds, "reason": r.reason}
+            for r in data.results
+        ],
+        "files": write_outputs(data, out / "bench-data"),
+    }
+    summary["load_after"] = list(os.getloadavg())
+    summary["demo_seconds"] = time.perf_counter() - t_start
+    summary["files"] = {
+        "run": str(out / "train"),
+        "checkpoint": str(best),
+        "exports": str(out / "export"),
+        "inference results": str(out / "bench-infer"),
+        "input-pipeline results": str(out / "bench-data"),
+        "summary": str(out / "summary.md"),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    return summary
+
+
+def _data_iters(cfg: DemoConfig, recipe) -> int:
+    """Batches for a timed window of about cfg.data_seconds at 1,000 img/s (the 2-core order of the sample at 32 px),
+    and never fewer than two epochs' worth of the 50 batches needed for a stable figure."""
+    return max(50, round(cfg.data_seconds * 1000 / recipe.batch_size))
+
+
+def _fmt(value: Any, spec: str, missing: str = "-") -> str:
+    return missing if value is None else format(value, spec)
+
+
+def summary_markdown(s: dict[str, Any]) -> str:
+    t, inf = s["train"], s["infer"]
+    m = s["machine"]
+    lines = [
+        "# rn50 demo: the built-in sample, end to end",
+        "",
+        f"Machine: {m['cpu']}, {m['cores']} cores ({' '.join(m['cpu_flags']) or 'no AVX flags read'}), "
+        f"torch {m['torch']}; load average {s['load_before'][0]:.2f} before, {s['load_after'][0]:.2f} after. "
+        f"Whole demo {s['demo_seconds'] / 60:.1f} min.",
+        "",
+        "## Training",
+        f"`{t['recipe']}`, {t['epochs']} epochs: **val top-1 {t['last_top1']:.2f}%** at the last epoch "
+        f"(best {t['best_top1']:.2f}%), training time **{t['train_seconds']:.0f} s**.",
+        "",
+        f"## Inference and export parity (batch {inf['batch']}, {inf['image_size']} px, CPU)",
+        f"Top-1 agreement with eager fp32 on all {inf['agreement_images']} val images of the sample.",
+        "",
+        "| series | img/s | p50 ms | p99 ms | speedup vs eager fp32 | top-1 agreement |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in inf["rows"]:
+        if r["status"] != "ok":
+            lines.append(f"| {r['series']} | {r['status']}: {r['reason']} | | | | |")
+            continue
+        lines.append(
+            f"| {r['series']} | {r['img_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
+            f"{_fmt(r['speedup'], '.2f')}x | {_fmt(r['top1_agreement'] and 100 * r['top1_agreement'], '.1f')}% |"
+        )
+    lines += ["", "## Input pipeline (train augmentation, the sample recipe's batch and workers)", ""]
+    lines += ["| backend | img/s | timed window |", "|---|---|---|"]
+    for r in s["data"]["rows"]:
+        if r["status"] == "ok":
+            lines.append(f"| {r['backend']} | {r['img_s']:.0f} | {r['seconds']:.1f} s |")
+        else:
+            lines.append(f"| {r['backend']} | skipped: {r['reason']} | |")
+    lines += ["", "## Where everything went", ""]
+    lines += [f"- {k}: `{v}`" for k, v in s["files"].items()]
+    for r in inf["rows"]:
+        if r.get("artifact"):
+            lines.append(f"- {r['series']} model: `{r['artifact']}` (+ `.json` sidecar with its parity check)")
+    return "\n".join(lines) + "\n"
