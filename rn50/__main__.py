@@ -1,3 +1,4 @@
 from rn50.cli import main
+from rn50.launch import as_rank
 
-main()
+as_rank(main)()

@@ -28,8 +28,11 @@ class Rn50Group(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as e:
-            err_console.print(f"[bold red]rn50: error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
-            ctx.exit(2)
+            from rn50.launch import record_rank_error
+
+            if not record_rank_error(e):  # a rank under `rn50 ... --gpus N`: its parent prints the line
+                err_console.print(f"[bold red]rn50: error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
+            ctx.exit(e.exit_code)
 
 
 def make_app(help: str) -> typer.Typer:
@@ -177,8 +180,33 @@ def data_check(
 
 
 # ---- train (issue: the trainer)
+LAUNCHER_OPTIONS = ("gpus", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_timeout", "max_restarts")
+
+
+def command_argv(ctx: typer.Context, skip: tuple[str, ...] = ()) -> list[str]:
+    """The arguments and options given on this command line (not defaults), as argv: what a relaunch repeats."""
+    args: list[str] = []
+    opts: list[str] = []
+    for param in ctx.command.params:
+        source = ctx.get_parameter_source(param.name)
+        if param.name in skip or source is None or source.name in ("DEFAULT", "DEFAULT_MAP"):
+            continue
+        value = ctx.params[param.name]
+        if param.param_type_name == "argument":
+            args.append(str(value))
+        elif getattr(param, "is_flag", False):
+            if param.secondary_opts:
+                opts.append(param.opts[0] if value else param.secondary_opts[0])
+            elif value:
+                opts.append(param.opts[0])
+        elif value is not None:
+            opts += [param.opts[0], *(map(str, value) if isinstance(value, tuple | list) else [str(value)])]
+    return [*args, *opts]
+
+
 @app.command()
 def train(
+    ctx: typer.Context,
     data: Annotated[
         Path | None, typer.Argument(help="ImageNet-layout folder (train/, val/); omit for synthetic.")
     ] = None,
@@ -241,21 +269,36 @@ def train(
     gpus: Annotated[int, typer.Option(help="Processes per node; > 1 relaunches under torchrun.")] = 1,
     nnodes: Annotated[int, typer.Option(help="Nodes (multi-node: same command on each).")] = 1,
     node_rank: Annotated[int, typer.Option(help="This node's rank.")] = 0,
-    rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of the rendezvous (multi-node).")] = None,
+    rdzv_endpoint: Annotated[
+        str | None, typer.Option(help="HOST:PORT of the rendezvous, node 0's address (multi-node).")
+    ] = None,
+    rdzv_timeout: Annotated[
+        int, typer.Option(help="Seconds a node waits for the others at the rendezvous before failing.")
+    ] = 300,
+    max_restarts: Annotated[
+        int, typer.Option(help="torchrun restarts of the worker group after a failure; each resumes --resume auto.")
+    ] = 0,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bar.")] = True,
     keep_epochs: Annotated[
         int, typer.Option(help="Keep the newest N checkpoints/epoch-NNN.pth (0: all); last.pth, best.pth always.")
     ] = 3,
 ) -> None:
-    """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint."""
+    """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint.
+
+    Stopped by SIGTERM/SIGINT it saves a resumable checkpoint and exits 128 + signal (143, 130).
+    """
     from rn50.train.cli_options import build_options
 
-    opts, launch = build_options(dict(locals()))
+    params = dict(locals())
+    ctx = params.pop("ctx")
+    opts, launch = build_options(params, command_argv(ctx, skip=LAUNCHER_OPTIONS))
     if launch is not None:
         raise typer.Exit(launch())
     from rn50.train.loop import fit
 
     summary = fit(opts)
+    if summary["status"] == "stopped":
+        raise typer.Exit(summary["exit_code"])
     if summary["status"] == "evaluated":
         console.print(f"top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  ({summary['images']} images)")
     elif summary.get("top1") is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import random
+import signal
 import warnings
 from collections.abc import Iterator
 
@@ -120,8 +121,28 @@ def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
     return torch.stack([s[0] for s in good]), torch.tensor([s[1] for s in good], dtype=torch.int64), bad
 
 
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+
+
 def _worker_init(_: int) -> None:
     torch.set_num_threads(1)  # one decode thread per worker process; the workers are the parallelism
+    # SLURM, Kubernetes and torchrun signal the whole process group: the main process decides when to stop and
+    # shuts its workers down itself. They were started with these signals blocked (see _start); ignoring them
+    # first drops any that arrived since.
+    for sig in STOP_SIGNALS:
+        signal.signal(sig, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _start(loader: torch.utils.data.DataLoader):
+    """iter(loader), forking any worker with SIGTERM/SIGINT blocked (no window before _worker_init ignores them)."""
+    if not loader.num_workers:
+        return iter(loader)
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    try:
+        return iter(loader)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class _EpochBatches:
@@ -187,7 +208,7 @@ class TorchLoader(ShardedEpochs):
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.device.type != "cuda":
-            for batch in self.loader:
+            for batch in _start(self.loader):
                 if batch[0].numel():
                     yield self._to_device(batch)
                 else:
@@ -196,7 +217,7 @@ class TorchLoader(ShardedEpochs):
         # CUDA: copy and normalise batch k+1 on a side stream while the model runs batch k.
         stream = torch.cuda.Stream(self.device)
         pending = None
-        for batch in self.loader:
+        for batch in _start(self.loader):
             if not batch[0].numel():
                 self.bad_files += batch[2]
                 continue

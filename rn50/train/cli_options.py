@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from rn50.errors import UserError
+from rn50.launch import Launch, interrupted_exit_code, launch, under_torchrun
 from rn50.recipes import get_recipe
-from rn50.train.loop import TrainOptions, relaunch, under_torchrun
+from rn50.train.loop import TrainOptions
 from rn50.train.run import default_out
+
+log = logging.getLogger("rn50.train")
 
 MEMORY_FORMATS = {
     "nhwc": "channels_last",
@@ -43,7 +46,18 @@ FIELDS = {
 }
 
 
-def build_options(p: dict[str, Any]) -> tuple[TrainOptions, Callable[[], int] | None]:
+def relaunch(argv: list[str], spec: Launch) -> int:
+    """Run `rn50 train <argv>` under torchrun; 0, or 128 + signal if it was stopped (checkpoint saved by rank 0)."""
+    log.info("relaunching under torchrun: %d process(es) x %d node(s)", spec.nproc, spec.nnodes)
+    result = launch(spec)
+    if result.signal is not None and not result.ok:
+        return interrupted_exit_code(result.signal)
+    result.raise_for_failure(f"rn50 train ({spec.nproc * spec.nnodes} processes)")
+    return 0
+
+
+def build_options(p: dict[str, Any], argv: list[str] | None = None) -> tuple[TrainOptions, Callable[[], int] | None]:
+    """`argv`: this command's options as given (no launcher options), for the relaunch under torchrun."""
     for name in ("prof", "print_freq", "max_nonfinite", "gpus", "nnodes"):
         if p.get(name) is not None and p[name] < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {p[name]}")
@@ -72,18 +86,33 @@ def build_options(p: dict[str, Any]) -> tuple[TrainOptions, Callable[[], int] | 
     if p.get("data") is not None and not Path(p["data"]).exists():
         raise UserError(f"data folder not found: {p['data']}")
     out = p.get("out")
-    if (p["gpus"] > 1 or p["nnodes"] > 1) and not under_torchrun():
-        argv = sys.argv[1:]
-        if out is None:  # every rank (and node) must write to the same folder
+    max_restarts = p.get("max_restarts") or 0
+    if (p["gpus"] > 1 or p["nnodes"] > 1 or max_restarts > 0) and not under_torchrun():
+        argv = list(argv or [])
+        if out is None:  # every rank (and every restart) must write to the same folder; rank 0's name wins
             argv += ["--out", str(default_out(recipe))]
-        return TrainOptions(data=p.get("data"), recipe=recipe), lambda: relaunch(
-            argv, p["gpus"], p["nnodes"], p["node_rank"], p.get("rdzv_endpoint")
+        spec = Launch(
+            ["rn50", "train", *argv],
+            nproc=p["gpus"],
+            nnodes=p["nnodes"],
+            node_rank=p["node_rank"],
+            rdzv_endpoint=p.get("rdzv_endpoint"),
+            rdzv_id="rn50-train",
+            rdzv_timeout=p.get("rdzv_timeout") or 300,
+            max_restarts=max_restarts,
         )
+        spec.validate()
+        return TrainOptions(data=p.get("data"), recipe=recipe), lambda: relaunch(argv, spec)
+    resume = p.get("resume")
+    restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) if under_torchrun() else 0
+    if restart > 0 and resume is None and p.get("evaluate") is None:
+        resume = "auto"  # torchrun restarted the group after a failure: continue from the last checkpoint
+        log.info("torchrun restart %d: resuming from the run's last checkpoint (--resume auto)", restart)
     opts = TrainOptions(
         data=p.get("data"),
         recipe=recipe,
         out=out,
-        resume=p.get("resume"),
+        resume=resume,
         evaluate=p.get("evaluate"),
         prof=p.get("prof"),
         training_only=p["training_only"],

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
 import signal
-import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,10 +52,16 @@ class Diverged(UserError):
 
 
 class StopFlag:
-    """Set by SIGTERM/SIGINT: finish the current step, save a mid-epoch checkpoint, exit."""
+    """Set by SIGTERM/SIGINT: finish the current step (or abandon validation), save a checkpoint, exit 128 + signal.
 
-    def __init__(self) -> None:
+    The handler only sets the flag and says so at once on stderr (rank 0), so a checkpoint being written is finished,
+    never torn; more signals (torchrun forwarding the one the group got) change nothing.
+    """
+
+    def __init__(self, rank: int = 0) -> None:
         self.requested = False
+        self.signum: int | None = None
+        self.rank = rank
         self._old: dict[int, Any] = {}
 
     def __enter__(self) -> StopFlag:
@@ -67,7 +73,18 @@ class StopFlag:
         return self
 
     def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
         self.requested = True
+        self.signum = self.signum or signum
+        if first and self.rank == 0:  # os.write: no lock a signal handler could deadlock on
+            name = signal.Signals(signum).name
+            os.write(2, f"rn50: {name}: stopping after the current step; saving a checkpoint\n".encode())
+
+    @property
+    def exit_code(self) -> int:
+        from rn50.launch import interrupted_exit_code
+
+        return interrupted_exit_code(self.signum or signal.SIGTERM)
 
     def __exit__(self, *exc: Any) -> None:
         for sig, old in self._old.items():
@@ -89,15 +106,25 @@ def _collective_device() -> torch.device:
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader, device: torch.device, precision: str = "fp32", prof: int | None = None):
-    """Mean loss, top-1 and top-5 (%) over every validation image exactly once across ranks, and the count."""
+def evaluate(
+    model: nn.Module,
+    loader,
+    device: torch.device,
+    precision: str = "fp32",
+    prof: int | None = None,
+    stop: StopFlag | None = None,
+):
+    """Mean loss, top-1 and top-5 (%) over every validation image exactly once across ranks, and the count.
+
+    A stop request abandons the pass (the caller discards the partial figures).
+    """
     from rn50.train.step import autocast_dtype
 
     model.eval()
     sums = torch.zeros(4, dtype=torch.float64, device=device)  # loss sum, top-1 hits, top-5 hits, images
     dtype = autocast_dtype(precision)
     for i, (images, labels) in enumerate(loader):
-        if prof is not None and i >= prof:
+        if (prof is not None and i >= prof) or (stop is not None and stop.requested):
             break
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             logits = model(images)
@@ -230,12 +257,13 @@ def fit(opts: TrainOptions) -> dict[str, Any]:
     rank, world, _, device = dist.init_distributed(opts.device)
     dist.setup_logging(rank)
     try:
-        return _fit(opts, rank, world, device)
+        with StopFlag(rank) as stop:  # from here on (data, model, resume): a signal stops at the first chance
+            return _fit(opts, rank, world, device, stop)
     finally:
         dist.cleanup()
 
 
-def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dict[str, Any]:
+def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: StopFlag) -> dict[str, Any]:
     from rn50.data.loaders import make_loader
 
     recipe = opts.recipe.replace(gpus=world)
@@ -247,7 +275,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
     run = RunDir(out, writer=rank == 0)
     dist.seed_everything(opts.seed, rank)
     if opts.evaluate is not None:
-        return evaluate_checkpoint(opts, recipe, run, rank, world, device)
+        return evaluate_checkpoint(opts, recipe, run, rank, world, device, stop)
     if opts.data is None and recipe.data_backend != "synthetic":
         raise UserError("DATA is required (an ImageNet-layout folder with train/ and val/)")
     loader_args = dict(rank=rank, world_size=world, seed=opts.seed)
@@ -298,34 +326,49 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
         state.precision,
     )
     status, top1, t0 = "complete", None, time.perf_counter()
-    with StopFlag() as stop, _progress(rank, opts.progress) as progress:
+    saved = (start_epoch, start_batch) if resume_path is not None else None  # the point last.pth holds
+
+    def stop_here(epoch: int, iteration: int, where: str) -> None:
+        nonlocal status
+        status = "stopped"
+        if rank == 0 and saved != (epoch, iteration):
+            save_checkpoint(
+                run.checkpoints / "last.pth",
+                state,
+                epoch=epoch,
+                iteration=iteration,
+                epoch_complete=False,
+                best_top1=best_top1,
+            )
+        log.info(
+            "stopped %s (epoch %d, iteration %d); %s holds it: continue with the same command and --resume auto "
+            "--out %s",
+            where,
+            epoch + 1,
+            iteration,
+            run.checkpoints / "last.pth",
+            out,
+        )
+
+    with _progress(rank, opts.progress) as progress:
         for epoch in range(start_epoch, recipe.epochs):
+            if stop.agreed():  # e.g. asked while the last epoch's checkpoint was written: no step more
+                stop_here(epoch, start_batch, "before the epoch's first step")
+                break
             result = train_one_epoch(state, train_loader, epoch, start_batch, run, opts, stop, progress)
             if result["stopped"]:
-                status = "stopped"
-                if rank == 0:
-                    save_checkpoint(
-                        run.checkpoints / "last.pth",
-                        state,
-                        epoch=epoch,
-                        iteration=result["iteration"],
-                        epoch_complete=False,
-                        best_top1=best_top1,
-                    )
-                log.info(
-                    "stopped at epoch %d, iteration %d; saved %s (mid-epoch): continue with --resume auto",
-                    epoch + 1,
-                    result["iteration"],
-                    run.checkpoints / "last.pth",
-                )
+                stop_here(epoch, result["iteration"], "mid-epoch")
                 break
             record: dict[str, Any] = {"type": "val", "epoch": epoch + 1}
             if val_loader is not None:
                 # The unwrapped model: ranks may hold one batch more or less, and DDP forward is a collective.
-                record.update(evaluate(state.module, val_loader, device, state.precision, opts.prof))
-                if state.ema is not None:
-                    ema = evaluate(state.ema.module, val_loader, device, state.precision, opts.prof)
+                record.update(evaluate(state.module, val_loader, device, state.precision, opts.prof, stop))
+                if state.ema is not None and not stop.requested:
+                    ema = evaluate(state.ema.module, val_loader, device, state.precision, opts.prof, stop)
                     record.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
+                if stop.agreed():  # validation abandoned: resuming runs it again, then the next epoch
+                    stop_here(epoch, result["iteration"], "during validation")
+                    break
                 top1 = record["top1"]
                 log.info(
                     "epoch %d: val loss %.4f, top-1 %.2f%%, top-5 %.2f%% (%d images)",
@@ -344,6 +387,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
                 )
                 epoch_file = run.checkpoints / f"epoch-{epoch + 1:03d}.pth"
                 save_checkpoint(epoch_file, state, **ckpt)
+                saved = (epoch + 1, 0)
                 atomic_link(epoch_file, run.checkpoints / "last.pth")
                 if improved:
                     atomic_link(epoch_file, run.checkpoints / "best.pth")
@@ -367,13 +411,14 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device) -> dic
         "precision": state.precision,
         "train_seconds": time.perf_counter() - t0,
         "bad_files": len(bad),
+        "exit_code": stop.exit_code if status == "stopped" else 0,
     }
     run.write_report(recipe, summary, opts.report_file)
     return summary
 
 
 def evaluate_checkpoint(
-    opts: TrainOptions, recipe: Recipe, run: RunDir, rank: int, world: int, device: torch.device
+    opts: TrainOptions, recipe: Recipe, run: RunDir, rank: int, world: int, device: torch.device, stop: StopFlag
 ) -> dict[str, Any]:
     """--evaluate: top-1/top-5 of any checkpoint the weights loader accepts (rn50, torchvision, NVIDIA)."""
     from rn50.data.loaders import make_loader
@@ -391,23 +436,13 @@ def evaluate_checkpoint(
     loader = make_loader(opts.data, "val", recipe, recipe.data_backend, device, rank, world, opts.seed)
     from rn50.train.step import effective_precision
 
-    metrics = evaluate(model, loader, device, effective_precision(recipe.precision, device), opts.prof)
+    metrics = evaluate(model, loader, device, effective_precision(recipe.precision, device), opts.prof, stop)
     loader.close()
+    if stop.agreed():
+        log.info("stopped: the evaluation of %s was abandoned", path)
+        return {"status": "stopped", "out": str(run.out), "exit_code": stop.exit_code}
     log.info("%s: top-1 %.2f%%, top-5 %.2f%% on %d images", path, metrics["top1"], metrics["top5"], metrics["images"])
     if opts.out is not None and rank == 0:
         run.out.mkdir(parents=True, exist_ok=True)
         run.log({"type": "evaluate", "checkpoint": str(path), **metrics})
     return {"status": "evaluated", "checkpoint": str(path), **metrics}
-
-
-def relaunch(argv: list[str], gpus: int, nnodes: int = 1, node_rank: int = 0, rdzv_endpoint: str | None = None) -> int:
-    """Run `rn50 <argv>` under torchrun (one process per GPU, or per CPU slot with --device cpu); returns its code."""
-    cmd = dist.torchrun_command(["rn50", *argv], gpus, nnodes, node_rank, rdzv_endpoint)
-    log.info("relaunching under torchrun: %d process(es) x %d node(s)", gpus, nnodes)
-    return subprocess.run(cmd, check=False).returncode
-
-
-def under_torchrun() -> bool:
-    import os
-
-    return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ
