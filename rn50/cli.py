@@ -532,6 +532,9 @@ def bench_train(
     nnodes: Annotated[int, typer.Option(help="Nodes (run the same command on each).")] = 1,
     node_rank: Annotated[int, typer.Option(help="This node's rank, 0 .. nnodes-1.")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of node 0, for multi-node runs.")] = None,
+    rdzv_timeout: Annotated[
+        int, typer.Option(help="Seconds a node waits for the others at the rendezvous before failing.")
+    ] = 300,
     timeout: Annotated[float, typer.Option(help="Seconds per worker count before a run counts as hung.")] = 1800,
     out: Annotated[Path, typer.Option(help="Folder for the JSON, CSV, Markdown, PNG and logs.")] = Path(
         "bench-results"
@@ -562,6 +565,7 @@ def bench_train(
         nnodes=nnodes,
         node_rank=node_rank,
         rdzv_endpoint=rdzv_endpoint,
+        rdzv_timeout=rdzv_timeout,
         out=out,
         timeout=timeout,
         compile=compile,
@@ -570,7 +574,7 @@ def bench_train(
     with err_console.status("running the training benchmark (one torchrun launch per worker count) ..."):
         report = run_train_bench(cfg)
     if not report.rows:
-        console.print(f"node {node_rank}: all ranks finished; node 0 writes the table")
+        console.print(f"node {node_rank}: all ranks finished; the node that ran global rank 0 writes the table")
         return
     console.print(markdown_table(report.rows, COLUMNS), highlight=False, soft_wrap=True)
     console.print(report.caption, highlight=False)

@@ -1,10 +1,10 @@
 """`rn50 bench train`: training img/s over 1, 2, 4 ... N workers, mixed vs full precision (weak scaling).
 
-Each worker count is one torchrun launch of this module (`python -m rn50.bench.scaling --worker SPEC`); every rank
-runs the trainer's own step (`rn50.train.step`) for `warmup` then `iters` iterations per precision. Img/s is the
-global images of the timed iterations over their wall time, taken between two synchronise+barrier points; rank 0
-writes it. The launcher runs in its own session and every rank records its pid, so a crash, a hang (timeout) or a
-Ctrl-C ends with one message and no process left behind.
+Each worker count is one launch of this module (`python -m rn50.bench.scaling --worker SPEC`) through rn50's one
+launcher (`rn50.launch`, torchrun), the same that runs `rn50 train --gpus/--nnodes`; every rank runs the trainer's own
+step (`rn50.train.step`) for `warmup` then `iters` iterations per precision. Img/s is the global images of the timed
+iterations over their wall time, taken between two synchronise+barrier points; global rank 0 writes it. A crash (named
+from torchelastic's error files), a hang (timeout) or a Ctrl-C ends with one message and no process left behind.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ import math
 import os
 import re
 import signal
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -27,6 +25,7 @@ from typing import Any
 
 from rn50.errors import UserError
 from rn50.io import atomic_write_json
+from rn50.launch import Launch, interrupted_exit_code, launch
 
 log = logging.getLogger("rn50.bench")
 
@@ -38,7 +37,6 @@ PRECISION_WORDS = ("mixed", "full", *MIXED, *FULL)
 BACKENDS = ("synthetic", "pytorch", "dali-cpu", "dali-gpu")
 # Test hook: "RANK:ITER[:kill|raise|hang]" makes that rank fail at that iteration, counted over all precisions.
 FAIL_ENV = "RN50_BENCH_FAIL"
-TERM_GRACE_S = 40.0  # torchrun's own SIGTERM -> SIGKILL grace for its ranks is 30 s
 
 
 @dataclass(frozen=True)
@@ -58,6 +56,7 @@ class TrainBenchConfig:
     nnodes: int = 1
     node_rank: int = 0
     rdzv_endpoint: str | None = None
+    rdzv_timeout: int = 300  # seconds a node waits for the others at the rendezvous
     out: Path = Path("bench-results")
     timeout: float = 1800.0  # seconds per worker count
     compile: bool = False  # torch.compile the model (compile time falls in the warmup)
@@ -178,26 +177,6 @@ def bench_recipe(base: str, precision: str, world_size: int, cfg: dict[str, Any]
 # ---------------------------------------------------------------- worker (one per rank, under torchrun)
 
 
-def _write_status(run_dir: Path, rank: int, status: str, detail: str = "") -> None:
-    atomic_write_json(run_dir / f"rank{rank}.status.json", {"status": status, "detail": detail, "pid": os.getpid()})
-
-
-def _watch_parent() -> None:
-    """If torchrun dies (killed with SIGKILL, so it cannot clean up), take this rank and its loader workers down."""
-    parent = os.getppid()
-
-    def watch() -> None:
-        while True:
-            time.sleep(1.0)
-            if os.getppid() != parent:
-                try:
-                    os.killpg(os.getpgid(0), signal.SIGKILL)
-                finally:
-                    os._exit(1)
-
-    threading.Thread(target=watch, name="rn50-parent-watch", daemon=True).start()
-
-
 def _fail_hook(rank: int) -> tuple[int, str] | None:
     spec = os.environ.get(FAIL_ENV)
     if not spec:
@@ -257,23 +236,8 @@ def run_worker(spec_path: Path) -> None:
     os.dup2(log_file.fileno(), 1)
     os.dup2(log_file.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(message)s", stream=sys.stderr)
-    (run_dir / f"rank{rank}.pid").write_text(str(os.getpid()))
-    _write_status(run_dir, rank, "running")
-    _watch_parent()
-
-    def on_term(signum, frame):  # torchrun stops the healthy ranks with SIGTERM when another one fails
-        _write_status(run_dir, rank, "terminated", "stopped by the launcher")
-        signal.signal(signum, signal.SIG_DFL)
-        os.kill(os.getpid(), signum)
-
-    signal.signal(signal.SIGTERM, on_term)
-    try:
-        result = _run_timed(spec)
-    except BaseException as e:
-        _write_status(run_dir, rank, "error", f"{type(e).__name__}: {e}")
-        raise
+    result = _run_timed(spec)  # an exception reaches torchelastic's error file through `as_rank`
     atomic_write_json(run_dir / f"rank{rank}.result.json", result)
-    _write_status(run_dir, rank, "done")
 
 
 def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
@@ -353,125 +317,6 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- launcher (one torchrun per worker count)
 
 
-def _proc_alive_with(pid: int, marker: str) -> bool:
-    """True if `pid` runs and its command line mentions `marker` (guards against a reused pid)."""
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
-    except OSError:
-        return False
-    return marker in cmdline
-
-
-def _kill_leftovers(run_dir: Path, marker: str) -> list[int]:
-    """SIGKILL every rank of this run (and its loader workers) still alive; returns their pids."""
-    killed = []
-    for pid_file in run_dir.glob("rank*.pid"):
-        try:
-            pid = int(pid_file.read_text().strip())
-        except (OSError, ValueError):
-            continue
-        if _proc_alive_with(pid, marker):
-            try:
-                os.killpg(pid, signal.SIGKILL)  # torchrun starts each rank in its own session: pgid == pid
-            except ProcessLookupError:
-                pass
-            except PermissionError:
-                os.kill(pid, signal.SIGKILL)
-            killed.append(pid)
-    return killed
-
-
-def _stop_run(proc: subprocess.Popen, run_dir: Path, marker: str) -> None:
-    """End a hung or interrupted run, leaving no process behind.
-
-    Ranks that registered get SIGKILL (one blocked inside a collective would sit on SIGTERM); torchrun gets SIGTERM,
-    so it stops the ranks it still knows (one that is still starting); its session gets SIGKILL if it lingers.
-    """
-    if proc.poll() is None:
-        _kill_leftovers(run_dir, marker)
-        try:
-            os.killpg(proc.pid, signal.SIGTERM)
-            proc.wait(timeout=TERM_GRACE_S)
-        except subprocess.TimeoutExpired:
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
-            proc.wait()
-        except ProcessLookupError:
-            pass
-    _kill_leftovers(run_dir, marker)
-
-
-_ROOT_CAUSE = re.compile(r"Root Cause.*?rank\s*:\s*(\d+).*?exitcode\s*:\s*(-?\d+)", re.S)
-_FAILURE = re.compile(r"rank\s*:\s*(\d+)\s*\(local_rank[^\n]*\n\s*exitcode\s*:\s*(-?\d+)")
-# What a healthy rank raises when a peer died under it (gloo, NCCL): a consequence, never the cause.
-_PEER_LOST = re.compile(r"closed by peer|connection reset|remote worker|remote process|peer.*(died|crash)", re.I)
-
-
-def _exit_reason(code: int | None) -> str:
-    if code is None:
-        return "died without an error (killed or crashed)"
-    if code < 0:
-        try:
-            return f"was killed by {signal.Signals(-code).name}"
-        except ValueError:
-            return f"was killed by signal {-code}"
-    return f"exited with code {code}"
-
-
-def _failed_rank(run_dir: Path, launcher_log: Path) -> tuple[int | None, str]:
-    """The rank that failed first and why: torchrun's root cause, corrected by the ranks' own status files."""
-    text = launcher_log.read_text(errors="replace") if launcher_log.exists() else ""
-    codes = {int(r): int(c) for r, c in _FAILURE.findall(text)}
-    statuses: dict[int, dict[str, Any]] = {}
-    for f in run_dir.glob("rank*.status.json"):
-        try:
-            statuses[int(f.name[4:].split(".")[0])] = json.loads(f.read_text())
-        except (OSError, ValueError):
-            continue
-    silent = sorted(r for r, s in statuses.items() if s.get("status") == "running")  # died without a word
-
-    def why(rank: int) -> str:
-        detail = statuses.get(rank, {}).get("detail", "")
-        return _exit_reason(codes.get(rank)) + (f": {detail}" if detail else "")
-
-    m = _ROOT_CAUSE.search(text)
-    if m:
-        rank = int(m.group(1))
-        codes.setdefault(rank, int(m.group(2)))
-        # Race: the healthy peer of a killed rank can raise "connection closed by peer" before torchrun has seen
-        # the killed one; then the rank that died without a word is the cause.
-        if silent and _PEER_LOST.search(statuses.get(rank, {}).get("detail", "")):
-            return silent[0], why(silent[0])
-        return rank, why(rank)
-    if silent:
-        return silent[0], why(silent[0])
-    errors = sorted(r for r, s in statuses.items() if s.get("status") == "error")
-    if errors:
-        return errors[0], why(errors[0])
-    return None, ""
-
-
-def _launch_command(spec_path: Path, nproc: int, cfg: TrainBenchConfig, tag: str) -> list[str]:
-    from rn50.train.dist import torchrun_command
-
-    cmd = torchrun_command(
-        ["rn50.bench.scaling", "--worker", str(spec_path)],
-        nproc,
-        nnodes=cfg.nnodes,
-        node_rank=cfg.node_rank,
-        rdzv_endpoint=cfg.rdzv_endpoint,
-    )
-    # One launch per worker count reuses the endpoint; a distinct rendezvous id keeps a slow node from joining the
-    # previous (finished) one. torchrun stops every rank when one fails (no elastic restarts in a benchmark).
-    extra = ["--max-restarts=0"]
-    if cfg.nnodes > 1 or cfg.rdzv_endpoint is not None:
-        extra.append(f"--rdzv-id=rn50-bench-{tag}")
-    at = cmd.index("torch.distributed.run") + 1
-    return cmd[:at] + extra + cmd[at:]
-
-
 def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log_root: Path) -> dict[str, Any] | None:
     """One torchrun launch with `nproc` ranks on this node; rank 0's figures (None on other nodes)."""
     total = nproc * cfg.nnodes
@@ -495,43 +340,45 @@ def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log
         "compile": cfg.compile,
     }
     atomic_write_json(spec_path, spec)
-    cmd = _launch_command(spec_path, nproc, cfg, tag)
     env = dict(os.environ)
     if cfg.device == "cpu" and "OMP_NUM_THREADS" not in env:
         # Share the cores between the ranks (torchrun would pin every rank to one thread).
         env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+    # One launch per worker count reuses the endpoint; a distinct rendezvous id keeps a slow node from joining the
+    # previous (finished) one. No elastic restarts in a benchmark: a failed rank ends the run.
+    launch_spec = Launch(
+        ["rn50.bench.scaling", "--worker", str(spec_path)],
+        nproc=nproc,
+        nnodes=cfg.nnodes,
+        node_rank=cfg.node_rank,
+        rdzv_endpoint=cfg.rdzv_endpoint,
+        rdzv_id=f"rn50-bench-{tag}",
+        rdzv_timeout=cfg.rdzv_timeout,
+        env=env,
+    )
     launcher_log = run_dir / "torchrun.log"
-    log.info("%d worker(s): %s", total, " ".join(cmd))
+    log.info("%d worker(s): torchrun %s", total, " ".join(launch_spec.torchrun_args()))
     with open(launcher_log, "w") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    timed_out = False
-    try:
-        proc.wait(timeout=cfg.timeout)
-    except subprocess.TimeoutExpired:
-        timed_out = True
-    finally:
-        # Also on Ctrl-C: no rank outlives the benchmark.
-        _stop_run(proc, run_dir, str(spec_path))
-    if timed_out:
+        result = launch(launch_spec, stdout=out, timeout=cfg.timeout)
+    what = f"bench train with {total} worker(s)"
+    if result.signal is not None and not result.ok:
+        raise Interrupted(f"{what}: stopped by {signal.Signals(result.signal).name}; logs: {run_dir}", result.signal)
+    if result.returncode == -1:
         raise UserError(
-            f"bench train with {total} worker(s) did not finish within {cfg.timeout:g} s (a hang, or raise --timeout);"
-            f" stopped it; logs: {run_dir}"
+            f"{what} did not finish within {cfg.timeout:g} s (a hang, or raise --timeout); stopped it; logs: {run_dir}"
         )
-    if proc.returncode != 0:
-        rank, why = _failed_rank(run_dir, launcher_log)
-        if rank is None:
-            raise UserError(
-                f"bench train with {total} worker(s): torchrun {_exit_reason(proc.returncode)}; log: {launcher_log}"
-            )
-        why = why.splitlines()[0] if why else "failed"
-        raise UserError(
-            f"bench train with {total} worker(s): rank {rank} {why}; its log: {run_dir / f'rank{rank}.log'}"
-            f" (launcher log: {launcher_log})"
-        )
+    if not result.ok:
+        cause = result.root_cause()
+        logs = f"its log: {run_dir}/rank{cause['rank']}.log " if cause else ""
+        try:
+            result.raise_for_failure(what)
+        except UserError as e:
+            e.args = (f"{e}; {logs}(launcher log: {launcher_log})",)
+            raise
     result_file = run_dir / "rank0.result.json"
     if not result_file.exists():
-        if cfg.node_rank != 0:
-            return None  # rank 0 runs on node 0, which writes the table
+        if cfg.nnodes > 1:
+            return None  # torchrun's rendezvous put global rank 0 on another node, which writes the table
         raise UserError(f"bench train with {total} worker(s) finished but rank 0 wrote no result; logs: {run_dir}")
     result = json.loads(result_file.read_text())
     ranks = []
@@ -694,10 +541,20 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
     return {k: str(v) for k, v in paths.items()}
 
 
+class Interrupted(UserError):
+    """The benchmark was stopped by SIGTERM/SIGINT: exit 128 + signal, like an interrupted `rn50 train`."""
+
+    def __init__(self, message: str, signum: int) -> None:
+        super().__init__(message)
+        self.exit_code = interrupted_exit_code(signum)
+
+
 def main(argv: list[str] | None = None) -> None:
+    from rn50.launch import as_rank
+
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) == 2 and argv[0] == "--worker":
-        run_worker(Path(argv[1]))
+        as_rank(lambda: run_worker(Path(argv[1])))()
         return
     raise SystemExit("usage: python -m rn50.bench.scaling --worker SPEC.json (started by `rn50 bench train`)")
 

@@ -1,11 +1,10 @@
-"""Process groups, torchrun relaunch, per-rank seeds and rank-0 logging."""
+"""Process groups, per-rank seeds and rank-0 logging (the torchrun launcher is `rn50.launch`)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import random
-import sys
 from datetime import timedelta
 
 import torch
@@ -71,31 +70,6 @@ def barrier() -> None:
 def cleanup() -> None:
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()
-
-
-def torchrun_command(
-    module_args: list[str],
-    nproc: int,
-    nnodes: int = 1,
-    node_rank: int = 0,
-    rdzv_endpoint: str | None = None,
-) -> list[str]:
-    """An argv that runs `python -m <module_args...>` under torchrun with `nproc` processes per node."""
-    if nproc < 1:
-        raise UserError(f"--gpus must be >= 1, got {nproc}")
-    if nnodes < 1:
-        raise UserError(f"--nnodes must be >= 1, got {nnodes}")
-    if not 0 <= node_rank < nnodes:
-        raise UserError(f"--node-rank must be in [0, {nnodes - 1}], got {node_rank}")
-    cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc-per-node={nproc}", f"--nnodes={nnodes}"]
-    if nnodes == 1 and rdzv_endpoint is None:
-        # A free port on this host, so two single-node runs on one machine do not collide.
-        cmd.append("--standalone")
-    else:
-        if rdzv_endpoint is None:
-            raise UserError("multi-node runs need --rdzv-endpoint HOST:PORT (the same on every node)")
-        cmd += [f"--node-rank={node_rank}", "--rdzv-backend=c10d", f"--rdzv-endpoint={rdzv_endpoint}"]
-    return cmd + ["-m", *module_args]
 
 
 def seed_everything(seed: int, rank: int = 0) -> int:

@@ -10,12 +10,12 @@ import pytest
 from rn50.bench.scaling import (
     FAIL_ENV,
     TrainBenchConfig,
-    _failed_rank,
     resolve_precisions,
     run_train_bench,
     worker_counts,
 )
 from rn50.errors import UserError
+from rn50.launch import LaunchResult
 from tests.conftest import run_cli
 
 TINY = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32", "--num-classes", "10"]
@@ -96,44 +96,31 @@ def test_cuda_without_gpu_is_a_clean_error(tmp_path):
     assert res.exit_code == 2 and "no CUDA GPU" in res.output
 
 
-TORCHRUN_FAILURE = """torch.distributed.elastic.multiprocessing.errors.ChildFailedError:
-Failures:
-[1]:
-  time      : 2026-11-26_23:49:51
-  host      : localhost
-  rank      : {other} (local_rank: {other})
-  exitcode  : {other_code} (pid: 6118)
-------------------------------------------------------
-Root Cause (first observed failure):
-[0]:
-  time      : 2026-11-26_23:49:51
-  host      : localhost
-  rank      : {root} (local_rank: {root})
-  exitcode  : {root_code} (pid: 6119)
-"""
+def failure(rank, exitcode, message="", timestamp=0):
+    """One rank's record as the launcher writes it from torchelastic's ChildFailedError."""
+    return {"rank": rank, "local_rank": rank, "pid": 100 + rank, "exitcode": exitcode, "host": "node",
+            "timestamp": timestamp, "recorded": bool(message), "type": message.split(":")[0] or None,
+            "message": message}  # fmt: skip
 
 
-def write_statuses(run_dir: Path, **statuses: tuple[str, str]) -> None:
-    for rank, (status, detail) in statuses.items():
-        (run_dir / f"{rank}.status.json").write_text(json.dumps({"status": status, "detail": detail}))
-
-
-def test_failed_rank_names_the_cause_not_its_consequence(tmp_path):
-    log = tmp_path / "torchrun.log"
-    # torchrun saw rank 1 die first (SIGKILL): that is the answer.
-    log.write_text(TORCHRUN_FAILURE.format(root=1, root_code=-9, other=0, other_code=-15))
-    write_statuses(tmp_path, rank0=("terminated", "stopped by the launcher"), rank1=("running", ""))
-    assert _failed_rank(tmp_path, log) == (1, "was killed by SIGKILL")
-    # Race: rank 0 raised "closed by peer" before torchrun noticed the killed rank 1; rank 1 is still the cause.
-    log.write_text(TORCHRUN_FAILURE.format(root=0, root_code=1, other=1, other_code=-9))
-    write_statuses(tmp_path, rank0=("error", "RuntimeError: [gloo] Connection closed by peer [127.0.0.1]:1"))
-    assert _failed_rank(tmp_path, log) == (1, "was killed by SIGKILL")
-    # A real error (out of memory) on rank 0 while rank 1 sat in a collective until torchrun SIGKILLed it.
-    write_statuses(tmp_path, rank0=("error", "OutOfMemoryError: CUDA out of memory"))
-    assert _failed_rank(tmp_path, log) == (0, "exited with code 1: OutOfMemoryError: CUDA out of memory")
-    # No torchrun report at all (it was killed): the ranks' own status files still answer.
-    log.write_text("")
-    assert _failed_rank(tmp_path, log)[0] == 1
+def test_failed_rank_names_the_cause_not_its_consequence():
+    # Rank 1 was SIGKILLed; torchrun then stopped rank 0 with SIGTERM: rank 1 is the answer.
+    result = LaunchResult(1, failures=[failure(0, -15), failure(1, -9)])
+    assert result.root_cause()["rank"] == 1
+    assert "rank 1 (host node, pid 101) was killed by SIGKILL" in result.describe("bench")
+    # Race: rank 0 raised "closed by peer" (recorded first) before torchrun saw the killed rank 1.
+    peer = "RuntimeError: [gloo] Connection closed by peer [127.0.0.1]:1"
+    result = LaunchResult(1, failures=[failure(0, 1, peer, timestamp=1), failure(1, -9, timestamp=2)])
+    assert result.root_cause()["rank"] == 1
+    # A real error (out of memory) on rank 1, while rank 0 sat in a collective until torchrun SIGTERMed it.
+    oom = "OutOfMemoryError: CUDA out of memory"
+    result = LaunchResult(1, failures=[failure(0, -15), failure(1, 1, oom, timestamp=5)])
+    assert result.describe("bench").endswith("rank 1 (host node, pid 101) exited with code 1: " + oom)
+    # A rank's bad input is the same one line (exit 2), not a failure report.
+    result = LaunchResult(1, failures=[failure(0, 2, "UserError: no train/ folder under /x")])
+    with pytest.raises(UserError) as err:
+        result.raise_for_failure("bench")
+    assert str(err.value) == "no train/ folder under /x" and err.value.exit_code == 2
 
 
 def test_one_and_two_process_gloo_sweep_writes_a_well_formed_table(tmp_path):
@@ -206,8 +193,9 @@ def test_crashed_worker_names_its_error(tmp_path, monkeypatch):
     monkeypatch.setenv(FAIL_ENV, "0:1:raise")
     res = run_cli(["bench", "train", *TINY, "--gpus", "1", "--precision", "fp32", "--out", tmp_path])
     # (--gpus 1 is a one-process torchrun launch: the same failure path as any rank of a larger run)
-    assert res.exit_code == 2
-    assert "rank 0 exited with code 1: RuntimeError: RN50_BENCH_FAIL asked rank 0 to fail" in res.output
+    assert res.exit_code == 1  # a failure, not bad input (2)
+    assert "rank 0 (host " in res.output
+    assert "exited with code 1: RuntimeError: RN50_BENCH_FAIL asked rank 0 to fail" in res.output
     assert "Traceback" not in res.output
     assert not processes_mentioning(str(tmp_path))
 
