@@ -23,13 +23,7 @@ demo: install
 	$(BIN)/rn50 data sample $(SAMPLE) --force
 	$(BIN)/rn50 data check $(SAMPLE)
 	$(BIN)/rn50 recipes sample-cpu
-	rm -rf $(RUNS)/sample $(RUNS)/export
-	$(BIN)/rn50 train $(SAMPLE) --recipe sample-cpu --out $(RUNS)/sample
-	$(BIN)/rn50 export $(RUNS)/sample/checkpoints/best.pth --format onnx --image-size 32 --images $(SAMPLE)/val \
-		--out $(RUNS)/export/rn50-sample.onnx
-	$(BIN)/rn50 bench infer $(RUNS)/sample/checkpoints/best.pth --batch 1..8 --backend eager,onnxruntime \
-		--precision fp32 --device cpu --image-size 32 --iters 10 --out $(RUNS)/bench-infer
-	$(BIN)/rn50 bench data $(SAMPLE) --device cpu --iters 10 --image-size 32
+	$(BIN)/rn50 demo --sample $(SAMPLE) --out $(RUNS)/demo --force
 
 test: install
 	$(BIN)/ruff check .

@@ -40,16 +40,13 @@ STAGES: dict[str, list[dict]] = {
         {**BASE, "crop_area": (0.6, 1), "crop_ratio": (3 / 4, 4 / 3), "hflip": True},
         {**BASE, "crop_area": (0.6, 0.85), "crop_ratio": (3 / 4, 4 / 3)},
     ],
-    "lr": [{"lr": lr} for lr in (0.01, 0.04, 0.08)],
+    "lr": [{"lr": lr} for lr in (0.01, 0.04)],
     "schedule": [
         {"epochs": 6},
         {"epochs": 10},
-        {"warmup": 0.5},
         {"warmup": 2},
         {"label_smoothing": 0.0},
         {"batch_size": 64, "lr": 0.04},
-        {"batch_size": 16, "lr": 0.01},
-        {"lr_schedule": "linear"},
     ],
 }
 
@@ -61,7 +58,7 @@ def cli_args(overrides: dict) -> list[str]:
         if isinstance(value, bool):
             args.append(flag if value else f"--no-{key.replace('_', '-')}")
         elif isinstance(value, tuple):
-            args += [flag, *(f"{v:g}" for v in value)]
+            args += [flag, *(repr(float(v)) for v in value)]
         else:
             args += [flag, str(value)]
     return args

@@ -33,6 +33,17 @@ class Rn50Group(TyperGroup):
             if not record_rank_error(e):  # a rank under `rn50 ... --gpus N`: its parent prints the line
                 err_console.print(f"[bold red]rn50: error:[/] {escape(str(e))}", highlight=False, soft_wrap=True)
             ctx.exit(e.exit_code)
+        except OSError as e:
+            # The world's faults (full disk, read-only or forbidden folder, a file where a folder should be) that
+            # reached here unexplained: still one line. Anything else is a bug and keeps its traceback.
+            from rn50.io import WRITE_ERRNOS
+
+            if e.errno not in WRITE_ERRNOS:
+                raise
+            where = f"{e.filename}: " if e.filename else ""
+            message = f"{where}{e.strerror or e} ({WRITE_ERRNOS[e.errno]})"
+            err_console.print(f"[bold red]rn50: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
 
 
 def make_app(help: str) -> typer.Typer:
@@ -84,7 +95,7 @@ def recipes(
             return
         table = Table(title=f"recipe {recipe.name}", show_header=False)
         for key, value in recipe.to_dict().items():
-            table.add_row(key, str(value))
+            table.add_row(key, " - ".join(f"{v:.4g}" for v in value) if isinstance(value, tuple) else str(value))
         console.print(table)
         return
     if as_json:
@@ -119,6 +130,7 @@ def demo(
         "runs/demo"
     ),
     recipe: Annotated[str, typer.Option(help="Recipe to train.")] = "sample-cpu",
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the recipe's).")] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo in --out.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
@@ -127,7 +139,7 @@ def demo(
     from rn50.demo import DemoConfig, run_demo, summary_markdown
 
     summary = run_demo(
-        DemoConfig(sample=sample, out=out, recipe=recipe, seed=seed, force=force, progress=progress),
+        DemoConfig(sample=sample, out=out, recipe=recipe, epochs=epochs, seed=seed, force=force, progress=progress),
         say=lambda text: err_console.print(text, highlight=False, soft_wrap=True),
     )
     console.print(summary_markdown(summary), highlight=False, soft_wrap=True, markup=False)
@@ -282,6 +294,14 @@ def train(
     keep_epochs: Annotated[
         int, typer.Option(help="Keep the newest N checkpoints/epoch-NNN.pth (0: all); last.pth, best.pth always.")
     ] = 3,
+    checkpoint_every: Annotated[
+        int | None,
+        typer.Option(help="Also save checkpoints/last.pth every N iterations mid-epoch (a kill loses at most N)."),
+    ] = None,
+    max_skipped: Annotated[
+        float,
+        typer.Option(help="Stop once undecodable images pass this share of a split (0.01 = 1%; 1: never stop)."),
+    ] = 0.01,
 ) -> None:
     """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint.
 
@@ -307,6 +327,45 @@ def train(
         )
     else:
         console.print(f"{summary['status']}: {summary['out']}")
+
+
+# ---- eval
+@app.command("eval")
+def eval_command(
+    model: Annotated[Path, typer.Argument(help="Checkpoint or exported artifact (.onnx, .ts, .pt2, .plan).")],
+    data: Annotated[Path, typer.Argument(help="Labelled ImageNet-layout folder (its val/ split is used).")],
+    reference: Annotated[
+        Path | None, typer.Option(help="fp32 checkpoint to compare with (default: the one the sidecar names).")
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="Images per call.")] = 32,
+    image_size: Annotated[
+        int | None, typer.Option(min=32, help="Input size (default: the artifact's, or the checkpoint's recipe's).")
+    ] = None,
+    workers: Annotated[int, typer.Option(min=0, help="Decode processes.")] = 2,
+    limit: Annotated[int | None, typer.Option(min=1, help="Only the first N batches.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Top-1/top-5 of a checkpoint or exported artifact on labelled images, beside its fp32 source."""
+    from rn50.bench.accuracy import EvalConfig, evaluate_models
+    from rn50.bench.report import markdown_table
+
+    cfg = EvalConfig(model, data, reference, batch, image_size, workers, limit)
+    with err_console.status(f"evaluating {model} on {data} ...") as status:
+        result = evaluate_models(cfg, say=lambda text: status.update(f"evaluating {model}: {text}"))
+    if as_json:
+        console.print_json(json.dumps(result))
+        return
+    cols = [("role", "model"), ("format", "format"), ("precision", "precision"), ("top1", "top-1 %")]
+    cols += [("top5", "top-5 %"), ("img_s", "img/s"), ("path", "path")]
+    console.print(markdown_table(result["rows"], cols), highlight=False, soft_wrap=True)
+    console.print(f"{result['images']} images of {result['data']} ({result['split']}) at {result['image_size']} px")
+    if "top1_agreement" in result:
+        console.print(
+            f"top-1 delta {result['top1_delta']:+.2f} points; top-1 agreement with the reference "
+            f"{100 * result['top1_agreement']:.2f}%"
+        )
+    if result.get("note"):
+        console.print(result["note"], highlight=False, soft_wrap=True)
 
 
 # ---- export (issue: export)
@@ -503,6 +562,11 @@ def bench_infer(
             )
     for key, path in result["paths"].items():
         console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
+    from rn50.bench.infer import failures
+
+    problem = failures(result)
+    if problem:  # a script must see that something it asked for was not measured
+        raise UserError(problem)
 
 
 @bench_app.command("train")

@@ -27,6 +27,7 @@ class DemoConfig:
     sample: Path
     out: Path
     recipe: str = "sample-cpu"
+    epochs: int | None = None  # None: the recipe's
     seed: int = 0
     batch: int = 8  # inference batch size
     infer_seconds: float = 3.0  # timed window per inference series
@@ -64,7 +65,7 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
     from rn50.train.loop import TrainOptions, fit
 
     t_start = time.perf_counter()
-    recipe = get_recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe).replace(epochs=cfg.epochs)
     prepare(cfg)
     out, sample = Path(cfg.out), Path(cfg.sample)
     summary: dict[str, Any] = {

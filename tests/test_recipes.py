@@ -1,4 +1,5 @@
 import dataclasses
+import json
 import re
 
 import pytest
@@ -98,3 +99,26 @@ def test_cli_recipes():
     assert res.exit_code == 0 and '"weight_decay": 6.103515625e-05' in res.stdout
     res = run_cli(["recipes", "nope-fp16-90"])
     assert res.exit_code == 2 and "unknown recipe" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_augmentation_fields_show_validate_and_override(tmp_path):
+    res = run_cli(["recipes", "dgx1-fp16-90"])
+    assert res.exit_code == 0
+    assert "crop_area" in res.stdout and "0.08 - 1" in res.stdout and "0.75 - 1.333" in res.stdout
+    assert "hflip" in res.stdout
+    with pytest.raises(UserError, match="crop_area"):
+        get_recipe("sample-cpu").replace(crop_area=(0.9, 0.5))
+    with pytest.raises(UserError, match="crop_ratio"):
+        get_recipe("sample-cpu").replace(crop_ratio=(0, 1))
+    # JSON (recipe.json, checkpoints) gives lists back: they become the same tuples
+    r = get_recipe("dgx1-fp16-90")
+    assert type(r).from_dict(json.loads(json.dumps(r.to_dict()))) == r
+    out = tmp_path / "run"
+    args = ["train", "--data-backend", "synthetic", "--prof", "1", "--training-only", "--epochs", "1", "--no-progress"]
+    args += ["--batch-size", "2", "--image-size", "32", "--out", out, "--device", "cpu"]
+    res = run_cli([*args, "--crop-area", "0.5", "1", "--crop-ratio", "0.9", "1.1", "--no-hflip"])
+    assert res.exit_code == 0, res.output
+    saved = json.loads((out / "recipe.json").read_text())
+    assert (saved["crop_area"], saved["crop_ratio"], saved["hflip"]) == ([0.5, 1.0], [0.9, 1.1], False)
+    res = run_cli([*args[:-2], "--out", tmp_path / "bad", "--crop-area", "0", "1"])
+    assert res.exit_code == 2 and "crop_area must be MIN MAX" in res.stderr and "Traceback" not in res.output
