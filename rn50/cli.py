@@ -442,13 +442,18 @@ def export(
     parity = result.sidecar.get("parity")
     if parity:
         table = Table(title=f"parity vs eager fp32 ({result.sidecar['format']} {result.sidecar['precision']})")
-        for col in ("inputs", "n", "max abs", "max rel", "top-1 agree"):
+        for col in ("inputs", "n", "max abs", "max rel", "p95 image rel", "top-1 agree"):
             table.add_column(col, justify="right")
         for name in ("random", "real"):
             if name in parity:
                 s = parity[name]
                 table.add_row(
-                    name, str(s["n"]), f"{s['max_abs']:.3g}", f"{s['max_rel']:.3g}", f"{s['top1_agreement']:.1%}"
+                    name,
+                    str(s["n"]),
+                    f"{s['max_abs']:.3g}",
+                    f"{s['max_rel']:.3g}",
+                    f"{s['p95_rel']:.3g}",
+                    f"{s['top1_agreement']:.1%}",
                 )
         console.print(table)
     else:

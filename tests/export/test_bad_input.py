@@ -127,6 +127,27 @@ def test_parity_error_says_by_how_much():
         check_parity(model, off_by_a_bit, "fp32", 32, None)
 
 
+def test_reduced_precision_gate_does_not_flip_with_the_number_of_images():
+    torch.manual_seed(0)
+    model = resnet50(num_classes=10).eval()
+    real = torch.randn(40, 3, 32, 32)
+    real[7, 0, 0, 0] = 100.0  # marks the one outlier image
+
+    def int8_like(x):  # 1% off everywhere, one image in 40 off by 50% (what a quantised model shows)
+        with torch.inference_mode():
+            out = model(x) * 1.01
+            return torch.where((x[:, 0, 0, 0] > 50).unsqueeze(1), out * 1.5, out)
+
+    few = check_parity(model, int8_like, "int8", 32, real[:16].clone().index_fill_(0, torch.tensor([7]), 0.0))
+    many = check_parity(model, int8_like, "int8", 32, real)
+    assert few["passed"] and many["passed"]
+    # the worst single logit sees the outlier only in the larger set; the gate does not judge by it
+    assert few["real"]["max_rel"] < 0.02 < 0.3 < many["real"]["max_rel"]
+    assert many["real"]["p95_rel"] < 0.02 and many["real"]["top1_agreement"] == 1.0
+    with pytest.raises(ParityError, match="95th-percentile relative logit difference .* on 40 real inputs"):
+        check_parity(model, lambda x: int8_like(x) * 1.5, "int8", 32, real)
+
+
 def test_parity_failure_exits_nonzero_and_leaves_nothing(tiny_checkpoint, sample_dir, tmp_path, monkeypatch):
     out = tmp_path / "model.ts"
     out.write_bytes(b"the previous export")  # --force must not destroy it when the new one fails parity
