@@ -319,6 +319,8 @@ def train(
     summary = fit(opts)
     if summary["status"] == "stopped":
         raise typer.Exit(summary["exit_code"])
+    if summary.get("rank", 0) != 0:  # one summary line per run, not one per rank
+        return
     if summary["status"] == "evaluated":
         console.print(f"top-1 {summary['top1']:.2f}%  top-5 {summary['top5']:.2f}%  ({summary['images']} images)")
     elif summary.get("top1") is not None:

@@ -35,6 +35,8 @@ PR_SET_PDEATHSIG = 1
 SHUTDOWN_TIMEOUT_S = 30  # torchrun's SIGTERM -> SIGKILL grace for its ranks (its default), and ours for it
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 LAUNCHED_ENV = "RN50_LAUNCHED"  # set for ranks started by `launch()`: the parent prints their errors
+USER_LOG_LEVELS = "RN50_USER_LOG_LEVELS"  # the user's LOGLEVEL/TORCH_CPP_LOG_LEVEL, quieted in the launcher only
+QUIET_LAUNCHER = {"LOGLEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "FATAL"}
 # What a healthy rank raises when a peer died under it (gloo, NCCL): a consequence, never the cause.
 _PEER_LOST = re.compile(r"closed by peer|connection reset|remote worker|remote process|peer.*(died|crash)", re.I)
 
@@ -60,6 +62,15 @@ def set_parent_death_signal(sig: int) -> None:
 
 def under_torchrun() -> bool:
     return "LOCAL_RANK" in os.environ and "WORLD_SIZE" in os.environ and "TORCHELASTIC_RUN_ID" in os.environ
+
+
+def _restore_user_log_levels() -> None:
+    """The user's LOGLEVEL/TORCH_CPP_LOG_LEVEL back in os.environ, which torchrun copies into each rank's."""
+    for key, value in json.loads(os.environ.pop(USER_LOG_LEVELS, "{}")).items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def as_rank(main: Callable[[], Any]) -> Callable[[], Any]:
@@ -142,8 +153,7 @@ class Launch:
             conf = (
                 f"is_host={int(self.node_rank == 0)},join_timeout={self.rdzv_timeout},read_timeout={self.rdzv_timeout}"
             )
-            args += [
-                f"--node-rank={self.node_rank}",
+            args += [  # (no --node-rank: torchrun uses it only with its static rendezvous)
                 "--rdzv-backend=c10d",
                 f"--rdzv-endpoint={self.rdzv_endpoint}",
                 f"--rdzv-id={self.rdzv_id}",
@@ -233,6 +243,10 @@ def launch(spec: Launch, stdout=None, timeout: float | None = None) -> LaunchRes
     """
     cmd = spec.torchrun_args()
     env = {**(os.environ if spec.env is None else spec.env), LAUNCHED_ENV: "1"}
+    # torchrun's own log lines (signal received, closing pids; C++ socket errors with their stack when a rendezvous
+    # fails) would bury the one line we print. Quiet in the launcher only: it restores the user's levels for ranks.
+    env[USER_LOG_LEVELS] = json.dumps({k: env.get(k) for k in QUIET_LAUNCHER})
+    env.update(QUIET_LAUNCHER)
     with tempfile.TemporaryDirectory(prefix="rn50-launch-") as tmp:
         report = Path(tmp) / "failures.json"
         argv = [sys.executable, "-m", "rn50.launch", str(report), "--", *cmd]
@@ -315,17 +329,40 @@ def _failure_record(rank: int, failure: Any) -> dict[str, Any]:
     }
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return text.splitlines()[0] if text else type(e).__name__
+
+
+def _rendezvous_error(e: BaseException, endpoint: str, conf: str) -> str:
+    """One line for a failed rendezvous: what happened and what to check."""
+    timeout = dict(kv.split("=", 1) for kv in conf.split(",") if "=" in kv).get("join_timeout", "?")
+    name = type(e).__name__
+    if name == "RendezvousTimeoutError":
+        return (
+            f"rendezvous at {endpoint}: the nodes did not all join within {timeout} s (--rdzv-timeout); start every "
+            "node with the same --nnodes and --rdzv-endpoint, each with its own --node-rank"
+        )
+    cause = f" ({_first_line(e.__cause__)})" if e.__cause__ is not None else ""
+    if name == "RendezvousConnectionError":
+        return (
+            f"rendezvous at {endpoint}: cannot host or reach the store{cause}; node 0 hosts it on that port, so "
+            "check the port is free on node 0 and that node 0 is up and reachable from this node"
+        )
+    return f"rendezvous at {endpoint} failed: {name}: {_first_line(e)}{cause}"
+
+
 def _launcher_main(argv: list[str]) -> int:
     """`python -m rn50.launch REPORT.json -- TORCHRUN_ARGS...`: torchrun's run(), failures written to REPORT."""
     report, targs = Path(argv[0]), argv[2:]
-    # torchrun's own INFO/WARNING lines (signal received, closing pids) would bury the rank's one line.
-    os.environ.setdefault("LOGLEVEL", "ERROR")
+    _restore_user_log_levels()  # torch is loaded (quiet, see launch()); the ranks get the user's levels
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import parse_args, run
 
-    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # failures: reported by the parent
+    for name in ("torch.distributed.elastic", "torch.distributed.run"):  # failures: reported by the parent
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     args = parse_args(targs)
     out: dict[str, Any] = {}
     code = 0
@@ -337,12 +374,10 @@ def _launcher_main(argv: list[str]) -> int:
     except SignalException as e:  # torchrun has stopped the ranks with this signal (they saved a checkpoint)
         code = interrupted_exit_code(e.sigval)
     except RendezvousError as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        out["error"] = f"rendezvous at {args.rdzv_endpoint} failed ({type(e).__name__}): {first}"
+        out["error"] = _rendezvous_error(e, args.rdzv_endpoint, args.rdzv_conf)
         code = 1
     except Exception as e:  # noqa: BLE001 - any other launcher error becomes one line for the parent
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        out["error"] = f"torchrun failed: {type(e).__name__}: {first}"
+        out["error"] = f"torchrun failed: {type(e).__name__}: {_first_line(e)}"
         code = 1
     if out:
         report.write_text(json.dumps(out))

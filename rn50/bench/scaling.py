@@ -244,10 +244,11 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
     import torch
 
     from rn50.data.loaders import make_loader
-    from rn50.train.dist import cleanup, init_distributed
+    from rn50.train.dist import cleanup, init_distributed, seed_everything
     from rn50.train.step import build_state, train_step
 
     rank, world_size, local_rank, device = init_distributed(spec["device"])
+    seed_everything(0, rank)  # the same weights and batches on every run: a loss to compare, not only a speed
     fail = _fail_hook(rank)
     log.info("rank %d/%d on %s, pid %d", rank, world_size, device, os.getpid())
     results: dict[str, Any] = {"rank": rank, "world_size": world_size, "local_rank": local_rank, "precisions": {}}

@@ -107,6 +107,9 @@ def build_options(p: dict[str, Any], argv: list[str] | None = None) -> tuple[Tra
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) if under_torchrun() else 0
     if restart > 0 and resume is None and p.get("evaluate") is None:
         resume = "auto"  # torchrun restarted the group after a failure: continue from the last checkpoint
+        from rn50.train.dist import env_rank, setup_logging
+
+        setup_logging(env_rank()[0])
         log.info("torchrun restart %d: resuming from the run's last checkpoint (--resume auto)", restart)
     opts = TrainOptions(
         data=p.get("data"),

@@ -53,9 +53,32 @@ def init_distributed(device_kind: str = "auto") -> tuple[int, int, int, torch.de
         device = torch.device("cpu")
     if world_size > 1 and not torch_dist.is_initialized():
         backend = "nccl" if kind == "cuda" else "gloo"
-        kwargs = {"device_id": device} if kind == "cuda" else {}
+        kwargs: dict = {"device_id": device} if kind == "cuda" else {}
+        store = _attempt_store()
+        if store is not None:
+            kwargs.update(store=store, rank=rank, world_size=world_size)
         torch_dist.init_process_group(backend=backend, timeout=timedelta(minutes=30), **kwargs)
     return rank, world_size, local_rank, device
+
+
+def _attempt_store():
+    """torchrun's own store, with a prefix per restart; None when torchrun does not share its store.
+
+    torchrun serves the ranks' store from its rendezvous store, the same one on every restart of the worker group,
+    and env:// adds no prefix: a restarted rank can read the address a dead rank published there and wait forever to
+    connect to it (gloo connectFullMesh). A prefix per attempt gives every restart clean keys.
+    """
+    if os.environ.get("TORCHELASTIC_USE_AGENT_STORE") != "True":
+        return None
+    attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    store = torch_dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        int(os.environ["WORLD_SIZE"]),
+        is_master=False,
+        timeout=timedelta(minutes=30),
+    )
+    return torch_dist.PrefixStore(f"rn50/attempt_{attempt}", store)
 
 
 def is_distributed() -> bool:

@@ -412,6 +412,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
         "train_seconds": time.perf_counter() - t0,
         "bad_files": len(bad),
         "exit_code": stop.exit_code if status == "stopped" else 0,
+        "rank": rank,
     }
     run.write_report(recipe, summary, opts.report_file)
     return summary
