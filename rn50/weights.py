@@ -35,18 +35,45 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
         raise UserError(f"checkpoint is a directory, not a file: {path}")
     if path.stat().st_size == 0:
         raise UserError(f"checkpoint is empty (0 bytes): {path}")
+    kind = _container(path)
+    if kind == "cut-zip":
+        raise UserError(
+            f"cannot read checkpoint {path}: truncated (a zip archive without its end: the save or copy was cut "
+            "short); copy it again or use another checkpoint"
+        )
+    if kind is None:
+        raise UserError(
+            f"cannot read checkpoint {path}: not a PyTorch file (neither a zip archive nor a pickle); "
+            "it is corrupt or another format: copy it again or point to the right file"
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights_only" in str(e) or "Unsupported global" in str(e):
+        if "Unsupported global" in str(e):
             raise UserError(
                 f"refusing {path}: it needs arbitrary code to load (not a plain weights file); "
                 "re-save its state_dict with torch.save(model.state_dict(), ...) from a trusted environment"
             ) from None
-        raise UserError(f"cannot read checkpoint {path}: corrupt or not a PyTorch file ({e})") from None
-    except Exception as e:  # torch.load raises many types on damaged files; each means "unreadable"
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise UserError(f"cannot read checkpoint {path}: truncated, corrupt or not a PyTorch file ({first})") from None
+        raise UserError(f"cannot read checkpoint {path}: {_DAMAGED}") from None
+    except Exception:  # torch.load raises many types on damaged files (IndexError, EOFError, RuntimeError, ...)
+        raise UserError(f"cannot read checkpoint {path}: {_DAMAGED}") from None
+
+
+_DAMAGED = "truncated or corrupt PyTorch file (its data does not unpickle); copy it again or use another checkpoint"
+
+
+def _container(path: Path) -> str | None:
+    """'zip' (torch.save's format), 'cut-zip' (its start without its end), 'pickle' (the legacy format), or None."""
+    import zipfile
+
+    if zipfile.is_zipfile(path):
+        return "zip"
+    with open(path, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        return "cut-zip"
+    # A pickle starts with PROTO (0x80) and a protocol number; torch's legacy format pickles a magic number first.
+    return "pickle" if len(head) == 2 and head[0] == 0x80 and 2 <= head[1] <= 5 else None
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -231,7 +231,12 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
     from rn50.env import capture_env
 
     out = Path(cfg.out)
-    out.mkdir(parents=True, exist_ok=True)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        from rn50.io import write_error
+
+        raise (write_error(f"--out {out}", e) or e) from None
     env = capture_env()  # before any work: clocks at start
     env["loadavg"] = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rn50-bench-") as tmp:
@@ -279,6 +284,25 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
                 _add_speedups(result["rows"])
                 result["paths"] = write_infer_report(result, stem)
         return result
+
+
+def failures(result: dict[str, Any]) -> str | None:
+    """One line naming what was asked for and not measured (a series that failed to build, a batch that raised),
+    or None. Skipped series (not possible here, e.g. TensorRT without a GPU) and out-of-memory batches are results."""
+    failed = [
+        f"{s['backend']} {s['precision']}: {s.get('reason')}"
+        for s in result["series"]
+        if s.get("status") in ("error", "oom")
+    ]
+    failed += [
+        f"{r['backend']} {r['precision']} batch {r['batch']}: {r.get('reason')}"
+        for r in result["rows"]
+        if r.get("batch") is not None and r.get("status") == "error"
+    ]
+    if not failed:
+        return None
+    more = f" (and {len(failed) - 1} more)" if len(failed) > 1 else ""
+    return f"not measured: {failed[0]}{more}; the tables hold the rest"
 
 
 def _plan(cfg: InferConfig, artifact: Path | None) -> list[tuple[str, str]]:
@@ -364,9 +388,11 @@ def _run_series(
     except Exception as e:
         if opts.cuda and is_oom(e):
             series.update(status="oom", reason=_one_line(e))
+        elif isinstance(e, UserError):  # already one line saying what is wrong
+            series.update(status="error", reason=_one_line(e))
         else:
             series.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
-        log.error("%s failed to build: %s", label, series["reason"])
+        log.debug("%s failed to build: %s", label, series["reason"])  # printed with the table, and exits non-zero
         advance(label, len(cfg.batches))
         return series, [{**series, "batch": None}]
     if use_artifact is not None:
@@ -395,7 +421,7 @@ def _run_series(
         except Exception as e:
             if not is_oom(e):
                 row.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
-                log.error("%s batch %d failed: %s", label, batch, row["reason"])
+                log.debug("%s batch %d failed: %s", label, batch, row["reason"])  # as above
             else:
                 row.update(status="oom", reason=_one_line(e))
                 log.warning("%s batch %d: out of memory", label, batch)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,20 +23,39 @@ def class_name(label: int) -> str:
 def make_sample(out: str | os.PathLike, force: bool = False, size: int = SAMPLE_SIZE) -> dict[str, int]:
     """Write train/<class>/*.jpg and val/<class>/*.jpg under `out`; returns image counts per split."""
     try:
-        from sklearn.datasets import load_digits
-        from sklearn.model_selection import train_test_split
+        import sklearn  # noqa: F401
     except ImportError:
         raise UserError("the sample needs scikit-learn: pip install 'rn50[sample]'") from None
-    from PIL import Image
 
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out} exists and is not a directory")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise UserError(f"{out} is not empty; pass --force to replace its train/ and val/ folders")
+    if out.exists() and any(out.iterdir()) and not force:
+        raise UserError(f"{out} is not empty; pass --force to replace its train/ and val/ folders")
+    from rn50.io import write_error
+
+    # Written into a hidden folder beside the result and moved into place only when complete: a full disk or a
+    # kill leaves no half sample, and --force replaces the old train/ and val/ only once the new ones exist.
+    stage = None
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        stage = Path(tempfile.mkdtemp(prefix=".rn50-sample-", dir=out))
+        counts = _write_digits(stage, size)
         for split in ("train", "val"):
             shutil.rmtree(out / split, ignore_errors=True)
+            os.replace(stage / split, out / split)
+    except OSError as e:
+        raise (write_error(out, e) or e) from None
+    finally:
+        if stage is not None:
+            shutil.rmtree(stage, ignore_errors=True)
+    return counts
+
+
+def _write_digits(out: Path, size: int) -> dict[str, int]:
+    from PIL import Image
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
 
     digits = load_digits()
     images, labels = digits.images, digits.target

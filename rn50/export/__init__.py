@@ -158,6 +158,27 @@ def _temp_beside(out: Path, suffix: str) -> Path:
     return out.with_name(f".{out.name}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
 
 
+def _first_line(e: BaseException) -> str:
+    lines = str(e).strip().splitlines()
+    return lines[0][:200] if lines else type(e).__name__
+
+
+def _write_failed(e: RuntimeError) -> bool:
+    text = str(e)
+    return any(s in text for s in ("PytorchStreamWriter failed", "unexpected pos", "file write failed", "strerror:"))
+
+
+def _write_failure_reason(e: RuntimeError) -> str:
+    """torch's "... open file failed with strerror: Read-only file system" as our one line with its hint."""
+    from rn50.io import WRITE_ERRNOS
+
+    text = str(e)
+    for code, hint in WRITE_ERRNOS.items():
+        if f"strerror: {os.strerror(code)}" in text:
+            return f"{os.strerror(code)} ({hint})"
+    return f"{_first_line(e)} (is the disk full? free some space or choose another --out)"
+
+
 def _remove(path: Path) -> None:
     if path.is_dir():
         shutil.rmtree(path, ignore_errors=True)
@@ -242,7 +263,12 @@ def export_model(
     model = model.eval()
     num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(model(torch.zeros(1, 3, 32, 32)).shape[1])
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    from rn50.io import write_error
+
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (write_error(out, e) or e) from None
     tmp = _temp_beside(out, SUFFIX[artifact_fmt] if fmt != "triton" else "")
     try:
         start = time.perf_counter()
@@ -312,9 +338,18 @@ def export_model(
         os.replace(tmp, out)
         if fmt != "triton":
             os.replace(sidecar_path(tmp), sidecar_path(out))
+    except OSError as e:  # full disk, read-only folder, ... while writing the artifact or its sidecar
+        raise (write_error(out, e) or e) from None
+    except RuntimeError as e:
+        # torch's own file writers (TorchScript, AOTInductor packages) report a failed write without an errno.
+        if not _write_failed(e):
+            raise
+        raise UserError(f"cannot write {out}: {_write_failure_reason(e)}; nothing was replaced") from None
     finally:
-        _remove(tmp)
-        sidecar_path(tmp).unlink(missing_ok=True)
+        # exists() first: on a read-only file system unlinking even a missing file fails (EROFS).
+        for leftover in (tmp, sidecar_path(tmp)):
+            if leftover.exists():
+                _remove(leftover)
     final = out / inner_rel if fmt == "triton" else out
     return ExportResult(path=out, sidecar=sidecar, sidecar_path=sidecar_path(final), export_seconds=export_seconds)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import warnings
@@ -144,6 +145,13 @@ def providers_that_ran(session, feed: dict) -> dict[str, int]:
     }
 
 
+def _remove_profiles(prefix: str) -> None:
+    import glob
+
+    for leftover in glob.glob(glob.escape(prefix) + "*.json"):
+        Path(leftover).unlink(missing_ok=True)
+
+
 class OnnxRunner(Runner):
     format = "onnx"
 
@@ -157,31 +165,59 @@ class OnnxRunner(Runner):
             options.intra_op_num_threads = threads
         # Profile the first run only, to read back which execution provider ran each node.
         options.enable_profiling = True
-        options.profile_file_prefix = os.path.join(tempfile.gettempdir(), f"rn50-ort-{os.getpid()}-{id(self)}")
+        prefix = os.path.join(tempfile.gettempdir(), f"rn50-ort-{os.getpid()}-{id(self)}")
+        options.profile_file_prefix = prefix
         trt_cache = str(Path(path).with_name(Path(path).name + ".trt-cache"))  # used on a GPU only
         try:
             providers = ort_providers(device, precision, sidecar, trt_cache)
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or invalid models
+            _remove_profiles(prefix)  # a session that failed to load may have opened its profile file already
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise UserError(f"ONNX Runtime cannot load {path}: {first}") from None
         super().__init__(path, precision, sidecar, device, self.session.get_providers()[0])
-        outputs = self.session.get_outputs()
-        self.output_name = outputs[0].name
-        self.input_name = self.session.get_inputs()[0].name
-        num_classes = outputs[0].shape[1]
-        self.num_classes = int(num_classes) if isinstance(num_classes, int) else int(sidecar.get("num_classes", 0))
-        shape = self.session.get_inputs()[0].shape
-        size = shape[2] if isinstance(shape[2], int) else sidecar_image_size(sidecar) or 224
-        import numpy as np
+        try:
+            self._check_signature(path)
+            outputs = self.session.get_outputs()
+            self.output_name = outputs[0].name
+            self.input_name = self.session.get_inputs()[0].name
+            num_classes = outputs[0].shape[1]
+            self.num_classes = int(num_classes) if isinstance(num_classes, int) else int(sidecar.get("num_classes", 0))
+            shape = self.session.get_inputs()[0].shape
+            size = shape[2] if isinstance(shape[2], int) else sidecar_image_size(sidecar) or 224
+            import numpy as np
 
-        self.node_providers = providers_that_ran(
-            self.session, {self.input_name: np.zeros((1, 3, size, size), np.float32)}
-        )
+            self.node_providers = providers_that_ran(
+                self.session, {self.input_name: np.zeros((1, 3, size, size), np.float32)}
+            )
+        except BaseException:
+            # The session writes its profile when profiling ends (or when it is destroyed): end it here and delete
+            # the file, so a model that fails these checks leaves nothing in the temp folder.
+            with contextlib.suppress(Exception):
+                Path(self.session.end_profiling()).unlink(missing_ok=True)
+            _remove_profiles(prefix)
+            raise
         # The provider that did the work: the most capable one that ran any node.
         self.provider = next(iter(self.node_providers), self.provider)
         # The CUDA path binds device memory; a session that ended up on the CPU alone takes host arrays.
         self._host = self.provider == "CPUExecutionProvider"
+
+    def _check_signature(self, path: str) -> None:
+        """One float image input [N, 3, H, W] and logits [N, classes] out, or one line saying what the model has."""
+
+        def dims(shape) -> str:
+            return "[" + ", ".join(str(d) if d is not None else "?" for d in shape) + "]"
+
+        inputs, outputs = self.session.get_inputs(), self.session.get_outputs()
+        shape = inputs[0].shape if inputs else []
+        out_shape = outputs[0].shape if outputs else []
+        if len(inputs) != 1 or len(shape) != 4 or (isinstance(shape[1], int) and shape[1] != 3) or len(out_shape) != 2:
+            have = ", ".join(f"input {i.name} of shape {dims(i.shape)}" for i in inputs) or "no inputs"
+            raise UserError(
+                f"{path} is not an image classifier rn50 can run: it takes {have} and gives "
+                f"{dims(out_shape) if outputs else 'nothing'}; rn50 expects one input of shape [N, 3, H, W] (images) "
+                "and logits [N, classes] (export one with `rn50 export`)"
+            )
 
     def run(self, x: Tensor) -> Tensor:
         if self._host:

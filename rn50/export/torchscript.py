@@ -49,6 +49,8 @@ class TorchScriptRunner(Runner):
                 module = torch.jit.load(path, map_location=device)
             except RuntimeError as e:
                 first = str(e).strip().splitlines()[0]
+                if "PytorchStreamReader" in first:  # not a zip archive: the file is damaged or not TorchScript
+                    first = "corrupt, truncated or not a TorchScript file (" + first.split(". ")[0] + ")"
                 raise UserError(f"cannot load TorchScript {path} on {device}: {first}") from None
             module.eval()
             if optimize:

@@ -18,7 +18,7 @@ import torch
 from rn50.errors import UserError
 from rn50.io import atomic_torch_save
 from rn50.train.step import TrainState
-from rn50.weights import CHECKPOINT_FORMAT, normalize_keys, read_checkpoint
+from rn50.weights import CHECKPOINT_FORMAT, check_compatible, normalize_keys, read_checkpoint
 
 log = logging.getLogger("rn50.train")
 
@@ -99,8 +99,19 @@ def load_checkpoint(path: str | os.PathLike, state: TrainState) -> dict[str, Any
             f"{path} is not an rn50 training checkpoint (no optimizer state); "
             "to start from its weights use --evaluate, or train from scratch"
         )
+    weights = normalize_keys(obj["model"])
+    fc, ours = weights.get("fc.weight"), state.module.state_dict().get("fc.weight")
+    if fc is not None and ours is not None and tuple(fc.shape) != tuple(ours.shape):
+        raise UserError(
+            f"{path} has {fc.shape[0]} classes (fc.weight {tuple(fc.shape)}) but this run's model has {ours.shape[0]} "
+            f"(fc.weight {tuple(ours.shape)}); pass --num-classes {fc.shape[0]} to resume it"
+        )
     try:
-        state.module.load_state_dict(normalize_keys(obj["model"]), strict=True)
+        check_compatible(weights, state.module)
+    except UserError as e:
+        raise UserError(f"{path} is not this run's model: {e}") from None
+    try:
+        state.module.load_state_dict(weights, strict=True)
         state.optimizer.load_state_dict(obj["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
         first = str(e).strip().splitlines()[0]
@@ -152,3 +163,21 @@ def prune_epoch_checkpoints(folder: Path, keep: int) -> list[Path]:
     for path in removed:
         path.unlink(missing_ok=True)
     return removed
+
+
+def save_mid_epoch(run, state: TrainState, epoch: int, iteration: int) -> None:
+    """`--checkpoint-every`: last.pth now, mid-epoch, so a kill loses at most that many iterations (rank 0 writes).
+
+    It replaces last.pth (a new file, atomically); the epoch-NNN.pth file last.pth was linked to stays intact.
+    """
+    if not run.writer:
+        return
+    save_checkpoint(
+        run.checkpoints / "last.pth",
+        state,
+        epoch=epoch,
+        iteration=iteration,
+        epoch_complete=False,
+        best_top1=state.extra.get("best_top1"),
+    )
+    log.debug("mid-epoch checkpoint at epoch %d, iteration %d", epoch + 1, iteration)

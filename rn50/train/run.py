@@ -6,14 +6,17 @@ Only global rank 0 writes; other ranks get a RunDir whose writes do nothing.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 from typing import Any
 
 from rn50.env import capture_env
 from rn50.errors import UserError
-from rn50.io import atomic_write_json, atomic_write_text
+from rn50.io import atomic_write_json, atomic_write_text, remove_stale_temporaries, write_error
 from rn50.recipes import Recipe
+
+log = logging.getLogger("rn50.train")
 
 
 def default_out(recipe: Recipe) -> Path:
@@ -37,19 +40,47 @@ class RunDir:
             raise UserError(
                 f"{self.out} already holds a run; pass --resume auto to continue it, or choose another --out"
             )
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        try:
+            self.checkpoints.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise (write_error(f"--out {self.out}", e) or e) from None
+        # A run killed mid-write (kill -9, power loss) leaves its temporaries; this process owns the run now.
+        for folder in (self.out, self.checkpoints):
+            for stale in remove_stale_temporaries(folder):
+                log.info("removed %s, left by an interrupted write", stale)
         atomic_write_json(self.out / "recipe.json", {**recipe.to_dict(), **extra})
         atomic_write_json(self.out / "env.json", capture_env())
 
     def log(self, record: dict[str, Any]) -> None:
         if not self.writer:
             return
-        with open(self.metrics_path, "a") as f:
-            f.write(json.dumps({"time": round(time.time(), 3), **record}) + "\n")
+        line = json.dumps({"time": round(time.time(), 3), **record}) + "\n"
+        try:
+            with open(self.metrics_path, "a") as f:
+                size = f.tell()
+                try:
+                    f.write(line)
+                    f.flush()
+                except OSError:
+                    f.truncate(size)  # no half line: metrics.jsonl stays parseable
+                    raise
+        except OSError as e:
+            raise (write_error(self.metrics_path, e) or e) from None
 
     def write_bad_files(self, bad: list[tuple[str, str]]) -> None:
         if self.writer and bad:
             atomic_write_text(self.out / "bad_files.txt", "".join(f"{p}\t{why}\n" for p, why in bad))
+
+    def check_skipped(self, loaders: dict[str, Any], max_share: float) -> None:
+        """Stop the run (bad_files.txt written first) once a split's undecodable files pass `max_share` of it."""
+        from rn50.data.loaders import skipped_error
+
+        for split, loader in loaders.items():
+            message = skipped_error(loader, max_share, split) if loader is not None else None
+            if message:
+                bad = sorted({b for other in loaders.values() if other is not None for b in other.bad_files})
+                self.write_bad_files(bad)
+                raise UserError(f"{message}; the list is in {self.out / 'bad_files.txt'}")
 
     def read_metrics(self) -> list[dict[str, Any]]:
         if not self.metrics_path.exists():

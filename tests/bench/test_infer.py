@@ -327,3 +327,51 @@ def test_gpu_real_oom_is_recorded_and_the_sweep_goes_on(tmp_path):
     assert status == {("fp32", 2): "ok", ("fp32", 2**20): "oom", ("fp16", 2): "ok", ("fp16", 2**20): "oom"}, [
         r.get("reason") for r in result["rows"]
     ]
+
+
+def _wrong_shape_onnx(path):
+    """A valid ONNX model that is not an image classifier: input [1, 10] -> [1, 3]."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((10, 3), np.float32), "w")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])],
+        "not-an-image-model",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3])],
+        [weight],
+    )
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), path)
+    return path
+
+
+@pytest.mark.parametrize("kind", ["garbage.onnx", "garbage.ts", "garbage.pt2", "wrong-shape.onnx"])
+def test_an_artifact_that_does_not_load_exits_non_zero_with_its_reason(kind, tmp_path):
+    """The eager baseline is still measured and written; the artifact's series failing is one line and exit 2,
+    so a script sees that it was not measured. ONNX Runtime leaves no profile in the temp folder."""
+    import glob
+    import os
+    import tempfile
+
+    from tests.faults import last_line_error
+
+    artifact = tmp_path / kind
+    if kind.startswith("wrong"):
+        _wrong_shape_onnx(artifact)
+    else:
+        artifact.write_bytes(os.urandom(3000))
+    profiles = os.path.join(tempfile.gettempdir(), f"rn50-ort-{os.getpid()}-*.json")  # this process's own
+    before = set(glob.glob(profiles))
+    args = ["bench", "infer", artifact, "--device", "cpu", "--batch", "1", "--iters", "1", "--warmup", "0"]
+    result = run_cli([*args, "--image-size", "32", "--out", tmp_path / "out"])
+    line = last_line_error(result, "not measured: ")  # after the progress bar
+    reason = {"onnx": "ONNX Runtime cannot load", "ts": "not a TorchScript file", "pt2": "cannot load AOTInductor"}
+    if kind.startswith("wrong"):
+        assert "input x of shape [1, 10]" in line and "[N, 3, H, W]" in line
+    else:
+        assert reason[kind.split(".")[1]] in line
+    data = json.loads(next((tmp_path / "out").glob("*.json")).read_text())
+    assert [r["status"] for r in data["rows"]] == ["ok", "error"]  # the baseline's row, the artifact's series
+    assert set(glob.glob(profiles)) <= before
