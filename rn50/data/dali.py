@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, ShardedEpochs
+from rn50.data.loaders import FileList, ShardedEpochs, min_batch, refill_candidates
 from rn50.data.transforms import MEAN, STD, eval_resize
 from rn50.errors import UserError
 from rn50.recipes import Recipe
@@ -47,9 +47,52 @@ def read_encoded(path: str) -> tuple[np.ndarray | None, str]:
     head = data[:8].tobytes()
     if not any(head.startswith(m) for m in KNOWN_MAGIC):
         return None, "not a known image format (bad magic bytes)"
-    if head.startswith(JPEG_SOI) and b"\xff\xd9" not in data[-64:].tobytes():
-        return None, "truncated JPEG (no end-of-image marker)"
+    if head.startswith(JPEG_SOI):
+        end = jpeg_end(data)
+        if end is None:
+            return None, "truncated JPEG (no end-of-image marker)"
+        data = data[:end]  # bytes after the end-of-image marker (common in scraped files) are not the image
     return data, ""
+
+
+def jpeg_end(data: np.ndarray) -> int | None:
+    """Offset just past the end-of-image marker that closes the image, or None if the data stops first.
+
+    Walks the marker segments (so a thumbnail's own markers inside APP1 are skipped) and finds the end of each
+    entropy-coded scan with one vectorised search: in scan data 0xFF is followed by 0x00 (a stuffed byte) or a
+    restart marker, anything else is the next marker. Bytes after the end marker are allowed, as libjpeg and PIL
+    allow them.
+    """
+    n = int(data.size)
+    ff = np.flatnonzero(data[:-1] == 0xFF)
+    following = data[ff + 1]
+    is_marker = (following != 0x00) & (following != 0xFF) & ~((following >= 0xD0) & (following <= 0xD7))
+    markers = ff[is_marker]
+    pos = 2
+    while pos + 1 < n:
+        if data[pos] != 0xFF:  # junk between segments: libjpeg skips to the next marker, so do we
+            i = int(np.searchsorted(markers, pos))
+            if i == len(markers):
+                return None
+            pos = int(markers[i])
+            continue
+        code = int(data[pos + 1])
+        if code == 0xFF:  # fill byte
+            pos += 1
+        elif code == 0xD9:
+            return pos + 2
+        elif code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # markers without a length
+            pos += 2
+        else:
+            if pos + 3 >= n:
+                return None
+            pos += 2 + (int(data[pos + 2]) << 8 | int(data[pos + 3]))
+            if code == 0xDA:  # a scan: its entropy-coded data runs to the next marker
+                i = int(np.searchsorted(markers, pos))
+                if i == len(markers):
+                    return None
+                pos = int(markers[i])
+    return None
 
 
 class DaliLoader(ShardedEpochs):
@@ -133,18 +176,25 @@ class DaliLoader(ShardedEpochs):
         return p
 
     def _encode_batch(self, batch: list[tuple[int, int]]) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+        """Bytes, labels and file indices of a batch; in training a bad file's place goes to a stand-in
+        (`refill_candidates`), so batches keep their size. A batch too small to train on comes back empty."""
         data, labels, indices = [], [], []
+        n = len(self.files.files)
         for index, _ in batch:
-            path = self.files.files[index]
-            if path in self._bad_set:
-                continue
-            encoded, why = read_encoded(path)
-            if encoded is None:
-                self._mark_bad(path, why)
-                continue
-            data.append(encoded)
-            labels.append(self.files.labels[index])
-            indices.append(index)
+            for candidate in [index, *refill_candidates(index, n)] if self.train else [index]:
+                path = self.files.files[candidate]
+                if path in self._bad_set:
+                    continue
+                encoded, why = read_encoded(path)
+                if encoded is None:
+                    self._mark_bad(path, why)
+                    continue
+                data.append(encoded)
+                labels.append(self.files.labels[candidate])
+                indices.append(candidate)
+                break
+        if len(data) < min_batch(self.train, self.batch_size):
+            return [], np.zeros(0, dtype=np.int64), []
         return data, np.asarray(labels, dtype=np.int64), indices
 
     def _mark_bad(self, path: str, why: str) -> None:

@@ -77,6 +77,39 @@ def list_split(root: str | os.PathLike, split: str) -> FileList:
     return out
 
 
+def require_decodable(files: FileList) -> None:
+    """Refuse a split with no image that decodes (checked in file order until one does: one file, normally)."""
+    from rn50.data.check import decode_error
+
+    first = None
+    for path in files.files:
+        why = decode_error(path)
+        if why is None:
+            return
+        first = first or (path, why)
+    where = Path(files.root) / files.split
+    raise UserError(
+        f"none of the {len(files)} images under {where} can be decoded (e.g. {first[0]}: {first[1]}); "
+        f"run `rn50 data check {files.root}` to list them, and replace or remove them"
+    )
+
+
+def skipped_error(loader: Loader, max_share: float, split: str = "train") -> str | None:
+    """The line that stops a run whose undecodable files (counted once each) pass `max_share` of the split."""
+    total = getattr(loader, "files", None)
+    if total is None or not loader.bad_files:
+        return None
+    n = len(total)
+    bad = len({p for p, _ in loader.bad_files})
+    if bad <= max_share * n:
+        return None
+    path, why = loader.bad_files[0]
+    return (
+        f"{bad} of the {n} {split} images could not be decoded, more than --max-skipped {max_share:g} allows "
+        f"(e.g. {path}: {why}); run `rn50 data check` on the dataset and fix or remove them, or raise --max-skipped"
+    )
+
+
 def check_classes(files: FileList, recipe: Recipe) -> None:
     if len(files.classes) > recipe.num_classes:
         raise UserError(
@@ -117,6 +150,25 @@ def shard_batches(
         start = b * world_batch + rank * batch_size
         out.append([(perm[k], aug[k]) for k in range(start, start + batch_size)])
     return out
+
+
+REFILL_TRIES = 16
+
+
+def refill_candidates(index: int, n: int) -> list[int]:
+    """Files that stand in, in this order, for training file `index` when it cannot be decoded.
+
+    Training batches keep their size (BatchNorm needs two or more images; DDP ranks must take the same number of
+    steps); the stand-ins hop by the golden ratio over the sorted files, so a class whose every file is bad is
+    left behind in a few tries, and depend on nothing but `index`, so runs stay reproducible and resumable.
+    """
+    hop = max(1, round(n * 0.6180339887))
+    return [(index + k * hop) % n for k in range(1, REFILL_TRIES + 1)]
+
+
+def min_batch(train: bool, batch_size: int) -> int:
+    """The smallest batch a loader yields: a training batch of one image breaks BatchNorm, so it is dropped."""
+    return min(2, batch_size) if train else 1
 
 
 def normalize_on_device(
@@ -166,6 +218,7 @@ def make_loader(
         raise UserError(f"the {backend} backend needs a data folder")
     files = list_split(root, split)
     check_classes(files, recipe)
+    require_decodable(files)
     accumulation = accumulation_for(recipe, world_size)
     if backend == "pytorch":
         from rn50.data.torch_loader import TorchLoader

@@ -13,8 +13,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, ShardedEpochs, normalize_on_device
-from rn50.data.transforms import CROP_AREA, CROP_RATIO, eval_resize
+from rn50.data.loaders import FileList, ShardedEpochs, min_batch, normalize_on_device, refill_candidates
+from rn50.data.transforms import CROP_AREA, CROP_RATIO, eight_bit, eval_resize, open_rgb
 from rn50.recipes import Recipe
 
 # torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
@@ -25,21 +25,19 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 def decode_rgb(path: str) -> Tensor:
     """uint8 RGB CHW from any image file, whatever its name says: JPEG (grayscale, CMYK, progressive), PNG, ...
 
-    torchvision's libjpeg-turbo/libpng decoders first (fast, work on a uint8 tensor); PIL for the rest.
+    torchvision's libjpeg-turbo/libpng decoders first (fast, work on a uint8 tensor); PIL for the rest. EXIF
+    orientation is applied and 16-bit PNGs are scaled to 8 bits, as in the DALI backends and the eval path.
     Raises on data nobody can decode.
     """
     from torchvision.io import ImageReadMode, decode_image, read_file
 
     data = read_file(path)
     try:
-        return decode_image(data, mode=ImageReadMode.RGB)
+        return eight_bit(decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True))
     except (RuntimeError, ValueError):
         pass
-    from PIL import Image
-
-    with Image.open(path) as im:
-        im = im.convert("RGB")
-        return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+    im = open_rgb(path)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
 def random_resized_crop_box(
@@ -78,7 +76,9 @@ def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int,
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Items are (index, augmentation seed) -> (uint8 CHW image, label) or (None, path, reason) if undecodable."""
+    """Items are (index, augmentation seed) -> (uint8 CHW image or None, label, [(bad path, reason), ...]).
+
+    In training an undecodable file is replaced by the first decodable of its `refill_candidates`."""
 
     def __init__(self, files: FileList, recipe: Recipe, train: bool) -> None:
         self.files, self.labels = files.files, files.labels
@@ -89,14 +89,22 @@ class ImageDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, item: tuple[int, int]):
+        index, aug_seed = item
+        bad: list[tuple[str, str]] = []
+        candidates = [index, *refill_candidates(index, len(self.files))] if self.train else [index]
+        for index in candidates:
+            path = self.files[index]
+            try:
+                image = decode_rgb(path)
+            except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
+                bad.append((path, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+                continue
+            return self._transform(image, aug_seed), self.labels[index], bad
+        return None, None, bad
+
+    def _transform(self, image: Tensor, aug_seed: int) -> Tensor:
         from torchvision.transforms.v2 import functional as TF
 
-        index, aug_seed = item
-        path = self.files[index]
-        try:
-            image = decode_rgb(path)
-        except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
-            return None, path, f"{type(e).__name__}: {e}".splitlines()[0][:200]
         _, height, width = image.shape
         if self.train:
             rng = random.Random(aug_seed)
@@ -110,12 +118,12 @@ class ImageDataset(torch.utils.data.Dataset):
         image = TF.resize(image, [self.image_size, self.image_size], antialias=True)
         if flip:
             image = image.flip(-1)
-        return image, self.labels[index]
+        return image
 
 
 def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
     good = [s for s in samples if s[0] is not None]
-    bad = [(s[1], s[2]) for s in samples if s[0] is None]
+    bad = [b for s in samples for b in s[2]]
     if not good:
         return torch.empty(0, dtype=torch.uint8), torch.empty(0, dtype=torch.int64), bad
     return torch.stack([s[0] for s in good]), torch.tensor([s[1] for s in good], dtype=torch.int64), bad
@@ -177,6 +185,8 @@ class TorchLoader(ShardedEpochs):
         self.memory_format = torch.channels_last if recipe.memory_format == "channels_last" else torch.contiguous_format
         self.epoch, self.start_batch = 0, 0
         self.bad_files: list[tuple[str, str]] = []
+        self._bad_set: set[str] = set()
+        self._min_batch = min_batch(self.train, self.batch_size)
         self._batches: tuple[int, list] | None = None
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
@@ -198,9 +208,19 @@ class TorchLoader(ShardedEpochs):
             iterator._shutdown_workers()
         self.loader._iterator = None
 
+    def _note_bad(self, bad: list[tuple[str, str]]) -> None:
+        for path, why in bad:
+            if path not in self._bad_set:
+                self._bad_set.add(path)
+                self.bad_files.append((path, why))
+
+    def _usable(self, batch) -> bool:
+        """Records the batch's bad files; False for a batch too small to train on (see `min_batch`)."""
+        self._note_bad(batch[2])
+        return len(batch[1]) >= self._min_batch
+
     def _to_device(self, batch) -> tuple[Tensor, Tensor]:
-        images, labels, bad = batch
-        self.bad_files += bad
+        images, labels, _ = batch
         return (
             normalize_on_device(images, self.device, self.memory_format),
             labels.to(self.device, non_blocking=True),
@@ -209,17 +229,14 @@ class TorchLoader(ShardedEpochs):
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.device.type != "cuda":
             for batch in _start(self.loader):
-                if batch[0].numel():
+                if self._usable(batch):
                     yield self._to_device(batch)
-                else:
-                    self.bad_files += batch[2]
             return
         # CUDA: copy and normalise batch k+1 on a side stream while the model runs batch k.
         stream = torch.cuda.Stream(self.device)
         pending = None
         for batch in _start(self.loader):
-            if not batch[0].numel():
-                self.bad_files += batch[2]
+            if not self._usable(batch):
                 continue
             with torch.cuda.stream(stream):
                 ready = self._to_device(batch)

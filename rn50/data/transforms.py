@@ -17,6 +17,28 @@ CROP_RATIO = (3 / 4, 4 / 3)
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
+def open_rgb(path: str | os.PathLike):
+    """A PIL RGB image of `path` as every rn50 path sees it: EXIF orientation applied (as DALI's decoders and
+    torchvision's `apply_exif_orientation` do), 16-bit samples scaled to 8 bits (round(v / 257), as DALI does;
+    PIL's own convert clips them at 255)."""
+    import numpy as np
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):
+            values = np.asarray(im).astype(np.int64)
+            im = Image.fromarray(((values.clip(0, 65535) + 128) // 257).astype(np.uint8))
+        return im.convert("RGB")
+
+
+def eight_bit(image: Tensor) -> Tensor:
+    """uint8 from a decoder's uint16 output (16-bit PNG): round(v / 257), exactly what DALI's decoder gives."""
+    if image.dtype == torch.uint8:
+        return image
+    return ((image.to(torch.int32) + 128) // 257).to(torch.uint8)
+
+
 def eval_resize(image_size: int) -> int:
     """Shorter side before the centre crop: 256 for 224, scaled the same for other sizes."""
     return round(image_size * 256 / 224)
@@ -59,8 +81,6 @@ def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
 def load_labeled_images(root: str | os.PathLike, n: int, image_size: int = 224) -> tuple[Tensor, Tensor]:
     """Up to `n` real images from `root` (a split folder) through the eval transform, spread evenly over the
     sorted files (so over classes), with their class indices in sorted class-name order."""
-    from PIL import Image
-
     files = list_images(root)
     if not files:
         raise FileNotFoundError(f"no images under {root}")
@@ -69,8 +89,7 @@ def load_labeled_images(root: str | os.PathLike, n: int, image_size: int = 224) 
     transform = eval_transform(image_size)
     images, labels = [], []
     for path, cls in files[::step][:n]:
-        with Image.open(path) as im:
-            images.append(transform(im.convert("RGB")))
+        images.append(transform(open_rgb(path)))
         labels.append(classes.index(cls))
     return torch.stack(images), torch.tensor(labels)
 

@@ -10,6 +10,7 @@ import numpy as np
 from PIL import Image
 
 UNUSUAL = ("gray", "cmyk", "png_named_jpeg", "progressive", "tiny", "wide", "tall", "rgba_png")
+UNUSUAL += ("png16", "trailing_bytes", "exif_rotated")  # valid, and each once broke a backend
 CORRUPT = ("truncated", "garbage", "empty", "header_only")
 
 
@@ -31,7 +32,23 @@ def write_unusual(folder: Path, rng: np.random.Generator) -> list[Path]:
     _rgb(rng, 400, 8).save(out["wide"], format="JPEG")
     _rgb(rng, 6, 300).save(out["tall"], format="JPEG")
     _rgb(rng, 48, 40).convert("RGBA").save(out["rgba_png"], format="PNG")
+    # 16-bit grayscale PNG: full 0..65535 range (8-bit decoders must scale it by 1/257, not clip or overflow)
+    y, x = np.mgrid[0:40, 0:48]
+    Image.fromarray((x * 65535 // 47 + y * 7).clip(0, 65535).astype(np.uint16)).save(out["png16"], format="PNG")
+    # bytes after the end-of-image marker, as scraped files often have; libjpeg and PIL decode them
+    buf = io.BytesIO()
+    _rgb(rng, 48, 40).save(buf, format="JPEG")
+    out["trailing_bytes"].write_bytes(buf.getvalue() + b"\x00" * 100 + rng.bytes(300))
+    # stored 48 x 40, EXIF orientation 6 (rotate 90 degrees clockwise to display): shown 40 wide, 48 high
+    exif_image(_rgb(rng, 48, 40), out["exif_rotated"])
     return list(out.values())
+
+
+def exif_image(image: Image.Image, path: Path, orientation: int = 6) -> Path:
+    exif = image.getexif()
+    exif[0x0112] = orientation
+    image.save(path, format="JPEG", exif=exif, quality=95)
+    return path
 
 
 def write_corrupt(folder: Path, rng: np.random.Generator) -> list[Path]:

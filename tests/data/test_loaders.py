@@ -1,4 +1,8 @@
-"""Loader contract for every backend; corrupt images skipped and counted, unusual valid ones decoded and used."""
+"""Loader contract for every backend; corrupt images skipped and counted, unusual valid ones decoded and used.
+
+`odd_data` is the one dataset every backend runs through: the unusual-but-valid images of tests/data/images.py
+(grayscale, CMYK, PNG named .JPEG, progressive, tiny, extreme aspect, RGBA, 16-bit PNG, bytes after the JPEG end
+marker, EXIF-rotated) beside corrupt ones."""
 
 from pathlib import Path
 
@@ -48,9 +52,10 @@ def test_corrupt_skipped_and_unusual_used(odd_data, backend):
     assert seen == n_good  # every valid image once, unusual ones included
     assert sorted(Path(p).stem for p, _ in loader.bad_files) == sorted(CORRUPT)
     train = make_loader(odd_data, "train", RECIPE.replace(batch_size=2), _backend(backend), "cpu", workers=0)
-    used = sum(labels.numel() for _, labels in train)
-    assert used + len(train.bad_files) == 2 * len(train)  # corrupt ones dropped from their batch, never a crash
-    assert {Path(p).stem for p, _ in train.bad_files} <= set(CORRUPT)
+    sizes = [labels.numel() for _, labels in train]
+    # a corrupt file's place goes to a stand-in: every batch full, never one image BatchNorm cannot train on
+    assert sizes == [2] * len(train)
+    assert train.bad_files and {Path(p).stem for p, _ in train.bad_files} <= set(CORRUPT)
 
 
 def test_pytorch_and_dali_cpu_agree_on_validation(odd_data):
@@ -63,15 +68,56 @@ def test_pytorch_and_dali_cpu_agree_on_validation(odd_data):
     assert (a - b).abs().mean() < 0.15
 
 
+def _reference_rgb(path: Path) -> np.ndarray:
+    """What the image shows: EXIF orientation applied, 16-bit samples scaled by 1/257 (PIL's convert clips them)."""
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im = ImageOps.exif_transpose(im)
+        if im.mode.startswith("I"):
+            gray = np.round(np.asarray(im).astype(float) / 257)
+            return np.repeat(gray[..., None], 3, axis=2).astype(int)
+        return np.asarray(im.convert("RGB")).astype(int)
+
+
 def test_unusual_images_decode_to_the_right_pixels(tmp_path):
-    from PIL import Image
+    from rn50.data.transforms import open_rgb
 
     for path in write_unusual(tmp_path, np.random.default_rng(1)):
-        ours = decode_rgb(str(path)).permute(1, 2, 0).numpy().astype(int)
-        with Image.open(path) as im:
-            ref = np.asarray(im.convert("RGB")).astype(int)
-        assert ours.shape == ref.shape, path.name
-        assert np.abs(ours - ref).mean() < 3, path.name
+        ref = _reference_rgb(path)
+        for ours in (decode_rgb(str(path)).permute(1, 2, 0).numpy(), np.asarray(open_rgb(path))):  # train, eval
+            assert ours.shape == ref.shape, path.name
+            assert np.abs(ours.astype(int) - ref).mean() < 3, path.name
+    assert decode_rgb(str(tmp_path / "exif_rotated.JPEG")).shape == (3, 48, 40)  # shown 40 wide, 48 high
+
+
+def test_every_backend_and_the_eval_path_see_the_same_pixels(tmp_path):
+    """One image per batch through pytorch, dali-cpu and the PIL eval path (export, bench): the EXIF-rotated and
+    16-bit images must match, not only on average (a rotation swaps this image's x and y gradients)."""
+    _backend("dali-cpu")
+    from rn50.data.transforms import load_eval_images
+
+    root = tmp_path / "ds"
+    write_unusual(root / "val" / "a", np.random.default_rng(2))
+    recipe = RECIPE.replace(batch_size=1, memory_format="contiguous")
+    a = torch.cat([x for x, _ in make_loader(root, "val", recipe, "pytorch", "cpu", workers=0)])
+    b = torch.cat([x for x, _ in make_loader(root, "val", recipe, "dali-cpu", "cpu", workers=1)])
+    c = load_eval_images(root / "val", len(UNUSUAL), 32)
+    assert a.shape == b.shape == c.shape == (len(UNUSUAL), 3, 32, 32)
+    for name, i in zip(sorted(UNUSUAL), range(len(UNUSUAL)), strict=True):
+        # Resize filters differ slightly between the libraries, more when a few pixels are blown up to 32 (tiny,
+        # 6 px tall/wide centre crops); a wrong orientation or 16-bit scaling differs by ~0.8.
+        tolerance = 0.45 if name in ("tiny", "tall", "wide") else 0.15
+        assert (a[i] - b[i]).abs().mean() < tolerance, name
+        assert (a[i] - c[i]).abs().mean() < tolerance, name
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_split_with_no_decodable_image_is_refused(tmp_path, backend):
+    for split in ("train", "val"):
+        write_corrupt(tmp_path / split / "a", np.random.default_rng(3))
+    with pytest.raises(UserError, match=r"none of the 4 images under .*train can be decoded.*rn50 data check"):
+        make_loader(tmp_path, "train", RECIPE, _backend(backend), "cpu", workers=0)
 
 
 def test_shards_cover_validation_once_and_match_accumulation():
