@@ -63,6 +63,10 @@ def build_options(p: dict[str, Any], argv: list[str] | None = None) -> tuple[Tra
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {p[name]}")
     if p["keep_epochs"] < 0:
         raise UserError(f"--keep-epochs must be >= 0 (0 keeps every epoch's checkpoint), got {p['keep_epochs']}")
+    if p.get("checkpoint_every") is not None and p["checkpoint_every"] < 1:
+        raise UserError(f"--checkpoint-every must be >= 1 (iterations), got {p['checkpoint_every']}")
+    if not 0 <= p.get("max_skipped", 0.01) <= 1:
+        raise UserError(f"--max-skipped is a share of the images, 0 to 1 (0.01 = 1%), got {p['max_skipped']}")
     recipe = get_recipe(p["recipe"])
     overrides = {field: p[opt] for opt, field in FIELDS.items() if p.get(opt) is not None}
     if p.get("memory_format") is not None:
@@ -127,5 +131,7 @@ def build_options(p: dict[str, Any], argv: list[str] | None = None) -> tuple[Tra
         max_nonfinite=p["max_nonfinite"],
         progress=p["progress"],
         keep_epochs=p["keep_epochs"],
+        checkpoint_every=p.get("checkpoint_every"),
+        max_skipped=p.get("max_skipped", 0.01),
     )
     return opts, None

@@ -19,7 +19,13 @@ from rn50.errors import UserError
 from rn50.io import atomic_link
 from rn50.recipes import Recipe
 from rn50.train import dist
-from rn50.train.checkpoint import load_checkpoint, prune_epoch_checkpoints, resolve_resume, save_checkpoint
+from rn50.train.checkpoint import (
+    load_checkpoint,
+    prune_epoch_checkpoints,
+    resolve_resume,
+    save_checkpoint,
+    save_mid_epoch,
+)
 from rn50.train.run import RunDir, default_out
 from rn50.train.step import TrainState, build_state, train_step
 
@@ -44,6 +50,8 @@ class TrainOptions:
     stop_after: int | None = None  # stop like SIGTERM after this many iterations of this process (tests)
     progress: bool = True
     keep_epochs: int = 3  # newest epoch-NNN.pth files kept; 0 keeps every one
+    checkpoint_every: int | None = None  # also save last.pth every N iterations within an epoch
+    max_skipped: float = 0.01  # stop once undecodable files pass this share of a split
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -175,6 +183,7 @@ def train_one_epoch(
     iteration, interval_steps, interval_images, data_time = start_batch, 0, 0, 0.0
     loss_sum = torch.zeros((), device=state.device)
     t_interval = t_data = time.perf_counter()
+    since_save = 0
     for images, labels in loader:
         data_time += time.perf_counter() - t_data
         loss_sum += train_step(state, images, labels)
@@ -213,6 +222,7 @@ def train_one_epoch(
                     f"{worst} non-finite losses in a row at epoch {epoch + 1}, iteration {iteration}: the run "
                     f"diverged; the last good checkpoint in {run.checkpoints} is intact (try a lower --lr)"
                 )
+            run.check_skipped({"train": loader}, opts.max_skipped)
             loss_sum.zero_()
             interval_steps, interval_images, data_time = 0, 0, 0.0
             t_interval = time.perf_counter()
@@ -221,6 +231,11 @@ def train_one_epoch(
         # Stop only between optimizer steps (no half-accumulated gradient); ranks agree at logging points.
         if state.micro_step % accum == 0 and (at_log or not dist.is_distributed()) and stop.agreed():
             return {"stopped": True, "iteration": iteration}
+        since_save += 1
+        if opts.checkpoint_every and since_save >= opts.checkpoint_every and state.micro_step % accum == 0:
+            if not last_of_phase:  # the epoch's end writes its own checkpoint
+                save_mid_epoch(run, state, epoch, iteration)
+            since_save = 0
         if last_of_phase:
             break
         t_data = time.perf_counter()
@@ -355,6 +370,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
             if stop.agreed():  # e.g. asked while the last epoch's checkpoint was written: no step more
                 stop_here(epoch, start_batch, "before the epoch's first step")
                 break
+            state.extra["best_top1"] = best_top1  # for mid-epoch checkpoints
             result = train_one_epoch(state, train_loader, epoch, start_batch, run, opts, stop, progress)
             if result["stopped"]:
                 stop_here(epoch, result["iteration"], "mid-epoch")
@@ -393,6 +409,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
                     atomic_link(epoch_file, run.checkpoints / "best.pth")
                 prune_epoch_checkpoints(run.checkpoints, opts.keep_epochs)
             run.write_bad_files(_gather_bad_files([train_loader, val_loader]))
+            run.check_skipped({"train": train_loader, "val": val_loader}, opts.max_skipped)
             start_batch = 0
             if opts.prof is not None:
                 break
