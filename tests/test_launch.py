@@ -235,3 +235,14 @@ def test_rendezvous_mistakes_are_one_line_within_a_bounded_time(tmp_path):
                 if p.poll() is None:
                     p.kill()
     print(f"all rendezvous mistakes reported within {time.monotonic() - t0:.1f} s (run side by side)")
+
+
+def test_restarts_never_resume_into_someone_elses_run(tmp_path):
+    # A folder that holds a run, no --resume: refused before anything starts (a rank's refusal would be "restarted"
+    # by torchrun into --resume auto, mixing two runs).
+    from tests.conftest import run_cli
+
+    (tmp_path / "checkpoints").mkdir()
+    res = run_cli(["train", "--data-backend", "synthetic", "--gpus", 2, "--max-restarts", 1, "--out", tmp_path])
+    assert res.exit_code == 2 and "already holds a run" in res.output
+    assert list((tmp_path / "checkpoints").iterdir()) == []

@@ -93,6 +93,10 @@ def build_options(p: dict[str, Any], argv: list[str] | None = None) -> tuple[Tra
     max_restarts = p.get("max_restarts") or 0
     if (p["gpus"] > 1 or p["nnodes"] > 1 or max_restarts > 0) and not under_torchrun():
         argv = list(argv or [])
+        holds_run = out is not None and any((Path(out) / n).exists() for n in ("metrics.jsonl", "checkpoints"))
+        if holds_run and p.get("resume") is None:
+            # Here, not in the ranks: a rank's refusal would be "restarted" into resuming that other run.
+            raise UserError(f"{out} already holds a run; pass --resume auto to continue it, or choose another --out")
         if out is None:  # every rank (and every restart) must write to the same folder; rank 0's name wins
             argv += ["--out", str(default_out(recipe))]
         spec = Launch(

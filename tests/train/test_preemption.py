@@ -78,7 +78,6 @@ def writing_checkpoint(out: Path) -> bool:
     [
         ("pytorch", signal.SIGTERM, "group", "random"),
         ("pytorch", signal.SIGINT, "main", "random"),
-        ("pytorch", signal.SIGTERM, "group", "checkpoint-write"),
         # DALI at an epoch boundary only: a mid-epoch resume rebuilds its pipeline with the epoch's seed, so the
         # crops of the remaining batches differ from an uninterrupted run's (the run still resumes and finishes).
         ("dali-cpu", signal.SIGTERM, "group", "checkpoint-write"),
