@@ -13,6 +13,7 @@ Torchrun does the rest: `--max-restarts` elastic restarts, c10d rendezvous acros
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -50,14 +51,20 @@ def interrupted_exit_code(signum: int) -> int:
     return 128 + int(signum)
 
 
-def set_parent_death_signal(sig: int) -> None:
-    """Ask Linux to send `sig` to this process when its parent dies (prctl PR_SET_PDEATHSIG); no-op elsewhere."""
+@functools.cache
+def _prctl() -> Callable[..., int] | None:
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
+    return ctypes.CDLL(None, use_errno=True).prctl
+
+
+def set_parent_death_signal(sig: int) -> None:
+    """Ask Linux to send `sig` to this process when its parent dies (prctl PR_SET_PDEATHSIG); no-op elsewhere."""
+    prctl = _prctl()
+    if prctl is not None:
+        prctl(PR_SET_PDEATHSIG, int(sig), 0, 0, 0)
 
 
 def under_torchrun() -> bool:
@@ -228,6 +235,8 @@ def _exit_reason(code: int | None) -> str:
 
 
 def _preexec(parent: int) -> Callable[[], None]:
+    _prctl()  # resolved here: no dynamic-loader lookup in the forked child, where another thread may hold its lock
+
     def run() -> None:
         set_parent_death_signal(signal.SIGTERM)  # graceful: torchrun stops its ranks, which save a checkpoint
         if os.getppid() != parent:  # the parent died before the line above
