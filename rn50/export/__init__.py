@@ -265,11 +265,13 @@ def export_model(
 
     from rn50.io import write_error
 
-    try:
+    tmp = _temp_beside(out, SUFFIX[artifact_fmt] if fmt != "triton" else "")
+    try:  # before the export (minutes for TensorRT): can anything be written there at all?
         out.parent.mkdir(parents=True, exist_ok=True)
+        tmp.touch()
+        tmp.unlink()
     except OSError as e:
         raise (write_error(out, e) or e) from None
-    tmp = _temp_beside(out, SUFFIX[artifact_fmt] if fmt != "triton" else "")
     try:
         start = time.perf_counter()
         if fmt == "triton":

@@ -33,16 +33,15 @@ def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tm
            "--batch-size", "4", "--epochs", "1", "--workers", "0", "--training-only", "--print-freq", "1",
            "--checkpoint-every", "2", "--no-progress", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    metrics, deadline, trained = out / "metrics.jsonl", time.time() + 120, []
+    metrics, deadline = out / "metrics.jsonl", time.time() + 120
     while time.time() < deadline and proc.poll() is None:
-        trained = [json.loads(x) for x in metrics.read_text().splitlines()] if metrics.exists() else []
-        if any(r["iteration"] >= 3 for r in trained):  # a mid-epoch checkpoint (iteration 2) exists
+        if any(r["iteration"] >= 3 for r in _records(metrics)):  # a mid-epoch checkpoint (iteration 2) exists
             break
         time.sleep(0.02)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     assert proc.returncode == -signal.SIGKILL, "the run ended before the kill; the test proves nothing"
-    done = max(r["iteration"] for r in map(json.loads, metrics.read_text().splitlines()))
+    done = max(r["iteration"] for r in _records(metrics))
     last = read_checkpoint(out / "checkpoints" / "last.pth")
     assert not last["epoch_complete"] and last["iteration"] in (2, 4), last["iteration"]
     assert done - last["iteration"] <= 2  # kill -9 lost at most --checkpoint-every iterations
@@ -57,6 +56,12 @@ def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tm
     a = read_checkpoint(tmp_path / "whole" / "checkpoints" / "last.pth")["model"]
     b = read_checkpoint(out / "checkpoints" / "last.pth")["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def _records(metrics: Path) -> list[dict]:
+    """The complete lines of a metrics.jsonl another process is appending to (a line being written is skipped)."""
+    text = metrics.read_text() if metrics.exists() else ""
+    return [json.loads(line) for line in text.splitlines(keepends=True) if line.endswith("\n")]
 
 
 def test_too_many_undecodable_files_stop_the_run(tiny_data, tmp_path):
