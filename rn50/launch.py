@@ -89,7 +89,20 @@ def as_rank(main: Callable[[], Any]) -> Callable[[], Any]:
         os._exit(1)
     from torch.distributed.elastic.multiprocessing.errors import record
 
-    return record(main)
+    recorded = record(main)  # writes the exception to this rank's error file, then re-raises it
+
+    def run() -> Any:
+        try:
+            return recorded()
+        except Exception as e:
+            if not _PEER_LOST.search(str(e)):
+                raise  # a real error keeps its traceback (the launcher also names it in one line)
+            # A consequence of another rank's death, not a cause: one line, not a traceback per surviving rank.
+            first = str(e).strip().splitlines()[0][:300]
+            sys.stderr.write(f"rn50: rank {os.environ.get('RANK', '?')}: a peer rank is gone ({first}); stopping\n")
+            raise SystemExit(1) from None
+
+    return run
 
 
 def record_rank_error(exc: BaseException) -> bool:

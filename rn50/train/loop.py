@@ -228,8 +228,10 @@ def train_one_epoch(
             t_interval = time.perf_counter()
         if opts.stop_after is not None and state.extra["iterations"] >= opts.stop_after:
             stop.requested = True
-        # Stop only between optimizer steps (no half-accumulated gradient); ranks agree at logging points.
-        if state.micro_step % accum == 0 and (at_log or not dist.is_distributed()) and stop.agreed():
+        # Stop only between optimizer steps (no half-accumulated gradient). The ranks agree at every step on gloo
+        # (a CPU all-reduce of one number; CPU steps are long), at logging points on NCCL (no extra device sync).
+        agree_now = at_log or not dist.is_distributed() or torch_dist.get_backend() == "gloo"
+        if state.micro_step % accum == 0 and agree_now and stop.agreed():
             return {"stopped": True, "iteration": iteration}
         since_save += 1
         if opts.checkpoint_every and since_save >= opts.checkpoint_every and state.micro_step % accum == 0:
