@@ -36,12 +36,17 @@ class Rn50Group(TyperGroup):
         except OSError as e:
             # The world's faults (full disk, read-only or forbidden folder, a file where a folder should be) that
             # reached here unexplained: still one line. Anything else is a bug and keeps its traceback.
+            import errno
+
             from rn50.io import WRITE_ERRNOS
 
             if e.errno not in WRITE_ERRNOS:
                 raise
             where = f"{e.filename}: " if e.filename else ""
-            message = f"{where}{e.strerror or e} ({WRITE_ERRNOS[e.errno]})"
+            # Only a full disk or a read-only file system is surely a write; EACCES/ENOTDIR may come from a read.
+            writing = e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS)
+            hint = WRITE_ERRNOS[e.errno] if writing else "check the path and its permissions"
+            message = f"{where}{e.strerror or e} ({hint})"
             err_console.print(f"[bold red]rn50: error:[/] {escape(message)}", highlight=False, soft_wrap=True)
             ctx.exit(2)
 
