@@ -41,12 +41,14 @@ STAGES: dict[str, list[dict]] = {
         {**BASE, "crop_area": (0.6, 0.85), "crop_ratio": (3 / 4, 4 / 3)},
     ],
     "lr": [{"lr": lr} for lr in (0.01, 0.04)],
+    # At the best lr of the stage above (0.04): one step further, then each schedule knob on its own.
     "schedule": [
+        {"lr": 0.08},
         {"epochs": 6},
         {"epochs": 10},
         {"warmup": 2},
         {"label_smoothing": 0.0},
-        {"batch_size": 64, "lr": 0.04},
+        {"batch_size": 64, "lr": 0.08},
     ],
 }
 
@@ -130,7 +132,7 @@ def write_table(out: Path, rows: list[dict], machine: dict) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--stage", action="append", required=True, help=f"{', '.join(STAGES)} or seeds")
+    ap.add_argument("--stage", action="append", default=[], help=f"{', '.join(STAGES)} or seeds")
     ap.add_argument("--base", type=json.loads, default={}, help="JSON overrides applied under every row of a stage")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     ap.add_argument("--out", type=Path, required=True)
@@ -143,6 +145,9 @@ def main() -> None:
     (args.out / "machine.json").write_text(json.dumps(machine, indent=1) + "\n")
     jsonl = args.out / "sweep.jsonl"
     rows = [json.loads(line) for line in jsonl.read_text().splitlines()] if jsonl.exists() else []
+    if not args.stage:  # rewrite the table from the rows (e.g. after appending rows run in parallel elsewhere)
+        write_table(args.out, rows, machine)
+        return
     with tempfile.TemporaryDirectory(prefix="rn50-sweep-") as tmp:
         sample = args.sample
         if sample is None:

@@ -70,3 +70,17 @@ def tiny_checkpoint(tmp_path_factory, sample_dir) -> Path:
     summary = fit(TrainOptions(data=data, recipe=recipe, out=out, progress=False, keep_epochs=1))
     assert summary["status"] == "complete", summary
     return out / "checkpoints" / "last.pth"
+
+
+@pytest.fixture(scope="session")
+def sample_model(tmp_path_factory, sample_dir) -> dict:
+    """`rn50 train sample --recipe sample-cpu`, unchanged, through the trainer's Python API (about 2 minutes on 2
+    cores): the model the main job trains, for the tests that judge learning and INT8 on it."""
+    from rn50.recipes import get_recipe
+    from rn50.train.loop import TrainOptions, fit
+
+    out = tmp_path_factory.mktemp("sample_model") / "run"
+    summary = fit(
+        TrainOptions(data=sample_dir, recipe=get_recipe("sample-cpu"), out=out, progress=False, keep_epochs=1)
+    )
+    return {**summary, "checkpoint": out / "checkpoints" / "last.pth"}
