@@ -213,6 +213,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 batch_dtype=str(last.dtype).replace("torch.", ""),
             )
         )
+        loader.close()
         del loader, last
         log.info("%s: %.1f img/s", backend, rate)
     ceiling = next((r.img_per_s for r in report.results if r.backend == "synthetic"), None)

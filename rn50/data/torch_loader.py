@@ -3,10 +3,12 @@ memory, normalisation and layout on the device, prefetched on a side stream on C
 
 from __future__ import annotations
 
+import atexit
 import math
 import random
 import signal
 import warnings
+import weakref
 from collections.abc import Iterator
 
 import numpy as np
@@ -142,6 +144,19 @@ def _worker_init(_: int) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
+# Loaders whose workers may still run. The workers ignore SIGTERM (above), so multiprocessing's own exit handler,
+# which terminates daemonic children with SIGTERM and then joins them without a timeout, would wait for ever on a
+# loader nobody closed (one kept alive by a reference cycle until exit). This handler is registered after
+# multiprocessing's (torch imports it first), so it runs before it and shuts those workers down the normal way.
+_OPEN: weakref.WeakSet = weakref.WeakSet()
+
+
+@atexit.register
+def _close_open_loaders() -> None:
+    for loader in list(_OPEN):
+        loader.close()
+
+
 def _start(loader: torch.utils.data.DataLoader):
     """iter(loader), forking any worker with SIGTERM/SIGINT blocked (no window before _worker_init ignores them)."""
     if not loader.num_workers:
@@ -188,6 +203,7 @@ class TorchLoader(ShardedEpochs):
         self._bad_set: set[str] = set()
         self._min_batch = min_batch(self.train, self.batch_size)
         self._batches: tuple[int, list] | None = None
+        _OPEN.add(self)
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
             ImageDataset(files, recipe, self.train),

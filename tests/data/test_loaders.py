@@ -150,3 +150,19 @@ def test_bad_loader_input(odd_data, kwargs, message):
     args = dict(root=odd_data, split="val", recipe=RECIPE, backend="pytorch", device="cpu") | kwargs
     with pytest.raises(UserError, match=message):
         make_loader(**args)
+
+
+def test_a_loader_nobody_closed_does_not_keep_the_process_alive(odd_data):
+    """The workers ignore SIGTERM (a group signal must not kill them mid-step), so multiprocessing's exit handler,
+    which SIGTERMs and then joins them, would hang on a loader left open; rn50 closes open loaders at exit first."""
+    import subprocess
+    import sys
+
+    code = (
+        "from rn50.data.loaders import make_loader; from rn50.recipes import get_recipe;"
+        "r = get_recipe('sample-cpu').replace(batch_size=2, image_size=32);"
+        f"loader = make_loader({str(odd_data)!r}, 'train', r, 'pytorch', 'cpu', workers=2);"
+        "next(iter(loader)); print('batch', flush=True)"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "batch" in done.stdout, done.stderr
