@@ -119,7 +119,9 @@ def write_table(out: Path, rows: list[dict], machine: dict) -> None:
         "",
         f"Machine: {machine['cpu']} ({machine['cores']} cores; flags {' '.join(machine['flags'])}), "
         f"torch {machine['torch']}. One process per row; wall time includes start-up; val top-1 on the sample's "
-        "360 val images. Overrides are relative to the `sample-cpu` recipe of the commit that ran the row.",
+        "360 val images. Overrides are relative to the `sample-cpu` recipe of the commit that ran the row. Rows run "
+        "while other work loaded the machine (load column) took longer; the accuracy of a seed does not depend on load "
+        "(the chosen recipe's seed 0 reproduced its sweep row exactly).",
         "",
         "| stage | settings | seed | best top-1 | last top-1 | train s | wall s | load before/after |",
         "|---|---|---|---|---|---|---|---|",
