@@ -135,7 +135,9 @@ def demo(
         "runs/demo"
     ),
     recipe: Annotated[str, typer.Option(help="Recipe to train.")] = "sample-cpu",
-    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs (default: the recipe's).")] = None,
+    epochs: Annotated[
+        int | None, typer.Option(min=1, help="Epochs (default: the recipe's; the warmup shrinks to fit).")
+    ] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo in --out.")] = False,
     progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,

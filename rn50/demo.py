@@ -65,7 +65,9 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
     from rn50.train.loop import TrainOptions, fit
 
     t_start = time.perf_counter()
-    recipe = get_recipe(cfg.recipe).replace(epochs=cfg.epochs)
+    recipe = get_recipe(cfg.recipe)
+    if cfg.epochs is not None:  # a quick look: the warmup shrinks to fit a shorter run
+        recipe = recipe.replace(epochs=cfg.epochs, warmup_epochs=min(recipe.warmup_epochs, cfg.epochs))
     prepare(cfg)
     out, sample = Path(cfg.out), Path(cfg.sample)
     summary: dict[str, Any] = {

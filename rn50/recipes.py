@@ -73,7 +73,12 @@ class Recipe:
         check(self.lr_per_256 > 0, "lr must be > 0")
         check(0 <= self.momentum < 1, "momentum must be in [0, 1)")
         check(self.weight_decay >= 0, "weight_decay must be >= 0")
-        check(0 <= self.warmup_epochs <= self.epochs, "warmup_epochs must be in [0, epochs]")
+        check(self.warmup_epochs >= 0, "warmup_epochs must be >= 0")
+        check(
+            self.warmup_epochs <= self.epochs,
+            f"{self.warmup_epochs:g} warmup epochs do not fit in {self.epochs} epochs: pass --warmup {self.epochs} "
+            "or less (or more --epochs)",
+        )
         check(0 <= self.label_smoothing < 1, "label_smoothing must be in [0, 1)")
         check(self.mixup >= 0, "mixup alpha must be >= 0")
         check(self.loss_scale > 0, "loss_scale must be > 0")

@@ -24,14 +24,14 @@ from tests.data.images import write_corrupt
 
 ROOT = Path(__file__).resolve().parents[2]
 # 20 train images, batch 4: 5 iterations per epoch
-RECIPE = get_recipe("sample-cpu").replace(image_size=32, batch_size=4, epochs=1, workers=0)
+RECIPE = get_recipe("sample-cpu").replace(image_size=32, batch_size=4, epochs=1, warmup_epochs=0, workers=0)
 
 
 def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tmp_path):
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "rn50", "train", str(tiny_data), "--recipe", "sample-cpu", "--image-size", "32",
-           "--batch-size", "4", "--epochs", "1", "--workers", "0", "--training-only", "--print-freq", "1",
-           "--checkpoint-every", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+           "--batch-size", "4", "--epochs", "1", "--warmup", "0", "--workers", "0", "--training-only",
+           "--print-freq", "1", "--checkpoint-every", "2", "--no-progress", "--out", str(out)]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, deadline = out / "metrics.jsonl", time.time() + 120
     while time.time() < deadline and proc.poll() is None:
