@@ -15,5 +15,5 @@ def test_int8_cpu_form_agrees_with_fp32_on_the_sample_model(sample_model, sample
     real = json.loads(out.with_name(out.name + ".json").read_text())["parity"]["real"]
     assert real["n"] == 360
     # Measured 100% on an AVX512-VNNI EPYC (docs/results/demo-epyc-avx512). Without VNNI, ONNX Runtime's u8s8
-    # kernels take another path (16-bit intermediate sums); 97.5% was measured there on a weaker model.
+    # kernels take another instruction path, not measured with this model; 97.5% was measured there on a weaker one.
     assert real["top1_agreement"] >= (0.99 if cpu_has_vnni() else 0.97), real
