@@ -148,13 +148,21 @@ def _worker_init(_: int) -> None:
 # which terminates daemonic children with SIGTERM and then joins them without a timeout, would wait for ever on a
 # loader nobody closed (one kept alive by a reference cycle until exit). This handler is registered after
 # multiprocessing's (torch imports it first), so it runs before it and shuts those workers down the normal way.
+# A worker whose loader was already collected while its iterator lives on (a suspended generator kept by a
+# traceback, say) is not in _OPEN: every worker process started here is also remembered, and one still alive after
+# the clean close is killed (SIGTERM would be ignored), as multiprocessing would have terminated it anyway.
 _OPEN: weakref.WeakSet = weakref.WeakSet()
+_WORKERS: weakref.WeakSet = weakref.WeakSet()
 
 
 @atexit.register
 def _close_open_loaders() -> None:
     for loader in list(_OPEN):
         loader.close()
+    for worker in list(_WORKERS):
+        if worker.is_alive():
+            worker.kill()
+            worker.join(timeout=10)
 
 
 def _start(loader: torch.utils.data.DataLoader):
@@ -163,9 +171,12 @@ def _start(loader: torch.utils.data.DataLoader):
         return iter(loader)
     old = signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     try:
-        return iter(loader)
+        iterator = iter(loader)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
+    for worker in getattr(iterator, "_workers", ()):
+        _WORKERS.add(worker)
+    return iterator
 
 
 class _EpochBatches:
@@ -222,6 +233,11 @@ class TorchLoader(ShardedEpochs):
         iterator = getattr(self.loader, "_iterator", None)
         if iterator is not None and hasattr(iterator, "_shutdown_workers"):
             iterator._shutdown_workers()
+            # torch gives a worker 5 s to see the done event, then SIGTERMs it, which our workers ignore.
+            for worker in getattr(iterator, "_workers", ()):
+                if worker.is_alive():
+                    worker.kill()
+                    worker.join(timeout=10)
         self.loader._iterator = None
 
     def _note_bad(self, bad: list[tuple[str, str]]) -> None:
