@@ -176,7 +176,9 @@ class Launch:
             args += [  # (no --node-rank: torchrun uses it only with its static rendezvous)
                 "--rdzv-backend=c10d",
                 f"--rdzv-endpoint={self.rdzv_endpoint}",
-                f"--rdzv-id={self.rdzv_id}",
+                # The node count is part of the id: nodes started with different --nnodes never join one
+                # rendezvous (c10d would otherwise complete it with whichever count its host asked for).
+                f"--rdzv-id={self.rdzv_id}-{self.nnodes}nodes",
                 f"--rdzv-conf={conf}",
             ]
         return [*args, "-m", *self.module]
