@@ -14,8 +14,8 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
-from rn50 import __version__
 from rn50.errors import UserError
+from rn50.version import __version__
 
 console = Console()
 err_console = Console(stderr=True)
@@ -190,7 +190,10 @@ def data_check(
         table.add_row("[bold]total", *(f"[bold]{sum(report.counts[s].values())}" for s in splits))
         console.print(table)
         if report.other_files:
-            console.print(f"{len(report.other_files)} non-image files ignored (e.g. {report.other_files[0]})")
+            console.print(
+                f"{len(report.other_files)} entries not read by the loaders (non-image files, nested or hidden "
+                f"folders; e.g. {report.other_files[0]})"
+            )
         for problem in report.problems:
             console.print(f"[red]problem:[/] {problem}", highlight=False)
         console.print("[green]ok[/]" if report.ok else f"[red]{len(report.problems)} problem(s)[/]")

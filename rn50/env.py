@@ -103,7 +103,7 @@ def nvidia_smi() -> list[dict[str, str]]:
 def capture_env() -> dict[str, Any]:
     import torch
 
-    from rn50 import __version__
+    from rn50.version import __version__
 
     env: dict[str, Any] = {
         "rn50": __version__,

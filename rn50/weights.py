@@ -173,7 +173,7 @@ def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 def save_weights(path: str | os.PathLike, model: torch.nn.Module, **extra: Any) -> None:
     """Write a minimal rn50 checkpoint (weights + metadata such as `recipe`) atomically."""
-    from rn50 import __version__
+    from rn50.version import __version__
 
     module = getattr(model, "module", model)
     module = getattr(module, "_orig_mod", module)

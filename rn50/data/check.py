@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rn50.data.transforms import IMAGE_EXTENSIONS
+from rn50.data.folders import SPLITS, scan_folder
 from rn50.errors import UserError
-
-SPLITS = ("train", "val")
 
 
 @dataclass
@@ -21,7 +18,8 @@ class CheckReport:
     bad_files: list[tuple[str, str]] = field(default_factory=list)  # (path, reason)
     one_split_classes: dict[str, list[str]] = field(default_factory=dict)  # split -> classes only there
     empty_classes: list[str] = field(default_factory=list)
-    other_files: list[str] = field(default_factory=list)  # non-image files, ignored by the loaders
+    # What the loaders do not read: non-image files, anything nested below a class folder, dot-folders.
+    other_files: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[str]:
@@ -79,18 +77,12 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None) -> CheckR
     images: list[str] = []
     classes_by_split: dict[str, set[str]] = {}
     for split, folder in splits.items():
-        counts: Counter[str] = Counter()
-        class_dirs = sorted(d for d in folder.iterdir() if d.is_dir())
-        for d in class_dirs:
-            files = sorted(f for f in d.rglob("*") if f.is_file())
-            imgs = [f for f in files if f.suffix.lower() in IMAGE_EXTENSIONS]
-            report.other_files += [str(f) for f in files if f.suffix.lower() not in IMAGE_EXTENSIONS]
-            counts[d.name] = len(imgs)
-            if not imgs:
-                report.empty_classes.append(f"{split}/{d.name}")
-            images += [str(f) for f in imgs]
-        report.counts[split] = dict(counts)
-        classes_by_split[split] = set(counts)
+        scan = scan_folder(folder)  # the loaders' own scan: the doctor checks what training reads
+        report.other_files += [str(p) for p in scan.ignored if p.is_file() or p.is_dir()]
+        report.counts[split] = {c: len(paths) for c, paths in scan.images.items()}
+        report.empty_classes += [f"{split}/{c}" for c, paths in scan.images.items() if not paths]
+        images += [str(p) for p, _ in scan.items()]
+        classes_by_split[split] = set(scan.images)
     if len(classes_by_split) == 2:
         train, val = classes_by_split["train"], classes_by_split["val"]
         report.one_split_classes = {

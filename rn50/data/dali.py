@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, ShardedEpochs, min_batch, refill_candidates
+from rn50.data.batches import EpochShards, min_batch, refill_candidates
+from rn50.data.folders import FileList
 from rn50.data.transforms import MEAN, STD, eval_resize
 from rn50.errors import UserError
 from rn50.recipes import Recipe
@@ -95,7 +96,7 @@ def jpeg_end(data: np.ndarray) -> int | None:
     return None
 
 
-class DaliLoader(ShardedEpochs):
+class DaliLoader:
     def __init__(
         self,
         files: FileList,
@@ -116,12 +117,17 @@ class DaliLoader(ShardedEpochs):
         self.rank, self.world_size, self.seed, self.accumulation = rank, world_size, seed, accumulation
         self.threads = max(1, workers)
         self.channels_last = recipe.memory_format == "channels_last"
-        self.epoch, self.start_batch = 0, 0
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
         self._pipe = None
-        self._batches: tuple[int, list] | None = None
-        self.num_samples = sum(len(b) for b in self.epoch_batches())
+        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
+        self.num_samples = self.shards.num_samples()
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.shards.set_epoch(epoch, start_batch)
 
     def close(self) -> None:
         self._pipe = None
@@ -137,7 +143,7 @@ class DaliLoader(ShardedEpochs):
             num_threads=self.threads,
             device_id=(self.device.index or 0) if self.gpu else None,
             # --seed and the rank drive DALI's crops and flips; a rebuilt pipeline draws fresh numbers.
-            seed=(self.seed * 1_000_003 + self.epoch * 1009 + self.rank * 17 + generation) % 2**31,
+            seed=(self.seed * 1_000_003 + self.shards.epoch * 1009 + self.rank * 17 + generation) % 2**31,
             prefetch_queue_depth=1,  # we keep two batches in flight ourselves (schedule_run per batch)
         )
         def pipe():
@@ -222,7 +228,7 @@ class DaliLoader(ShardedEpochs):
         return x, y
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
-        todo = deque(self.epoch_batches()[self.start_batch :])
+        todo = deque(self.shards.remaining())
         generation = 0
         while todo:
             pipe = self._build(generation)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import torch
 from torch import Tensor
 
+from rn50.data.batches import torch_memory_format
 from rn50.recipes import Recipe
 
 SYNTHETIC_EPOCH = {"train": 100, "val": 10}  # batches per epoch per rank
@@ -29,7 +30,7 @@ class SyntheticLoader:
         self.start_batch = 0
         g = torch.Generator().manual_seed(rank)
         size = recipe.image_size
-        fmt = torch.channels_last if recipe.memory_format == "channels_last" else torch.contiguous_format
+        fmt = torch_memory_format(recipe.memory_format)
         images = torch.randn(recipe.batch_size, 3, size, size, generator=g)
         self.images = images.to(device).contiguous(memory_format=fmt)
         self.labels = torch.randint(0, recipe.num_classes, (recipe.batch_size,), generator=g).to(device)

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.loaders import FileList, ShardedEpochs, min_batch, normalize_on_device, refill_candidates
+from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
+from rn50.data.folders import FileList
 from rn50.data.transforms import CROP_AREA, CROP_RATIO, eight_bit, eval_resize, open_rgb
 from rn50.recipes import Recipe
 
@@ -186,13 +187,13 @@ class _EpochBatches:
         self.owner = owner
 
     def __iter__(self):
-        return iter(self.owner.epoch_batches()[self.owner.start_batch :])
+        return iter(self.owner.shards.remaining())
 
     def __len__(self) -> int:
-        return len(self.owner.epoch_batches()) - self.owner.start_batch
+        return len(self.owner.shards.remaining())
 
 
-class TorchLoader(ShardedEpochs):
+class TorchLoader:
     def __init__(
         self,
         files: FileList,
@@ -208,12 +209,11 @@ class TorchLoader(ShardedEpochs):
         self.train = files.split == "train"
         self.batch_size, self.rank, self.world_size = recipe.batch_size, rank, world_size
         self.seed, self.accumulation, self.device = seed, accumulation, device
-        self.memory_format = torch.channels_last if recipe.memory_format == "channels_last" else torch.contiguous_format
-        self.epoch, self.start_batch = 0, 0
+        self.memory_format = torch_memory_format(recipe.memory_format)
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
         self._min_batch = min_batch(self.train, self.batch_size)
-        self._batches: tuple[int, list] | None = None
+        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
         _OPEN.add(self)
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
@@ -226,7 +226,13 @@ class TorchLoader(ShardedEpochs):
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None,
         )
-        self.num_samples = sum(len(b) for b in self.epoch_batches())
+        self.num_samples = self.shards.num_samples()
+
+    def __len__(self) -> int:
+        return len(self.shards)
+
+    def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
+        self.shards.set_epoch(epoch, start_batch)
 
     def close(self) -> None:
         """Stop the persistent worker processes now (rather than whenever the garbage collector runs)."""

@@ -8,13 +8,14 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from rn50.data.folders import IMAGE_EXTENSIONS, scan_folder  # noqa: F401 - IMAGE_EXTENSIONS re-exported
+
 # ImageNet statistics on the 0-255 scale (the recipe normalises uint8 pixels directly).
 MEAN = (0.485 * 255, 0.456 * 255, 0.406 * 255)
 STD = (0.229 * 255, 0.224 * 255, 0.225 * 255)
 # Train: random resized crop with this area and aspect range, then a horizontal flip.
 CROP_AREA = (0.08, 1.0)
 CROP_RATIO = (3 / 4, 4 / 3)
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
 def open_rgb(path: str | os.PathLike):
@@ -71,11 +72,8 @@ def eval_transform(image_size: int = 224):
 
 
 def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
-    """(path, class name) for every image under an ImageNet-layout folder, sorted."""
-    root = Path(root)
-    return [
-        (p, p.parent.name) for p in sorted(root.glob("*/*")) if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
-    ]
+    """(path, class name) for every image under an ImageNet-layout folder, sorted (the loaders' scan)."""
+    return scan_folder(root).items()
 
 
 def load_labeled_images(root: str | os.PathLike, n: int, image_size: int = 224) -> tuple[Tensor, Tensor]:

@@ -41,9 +41,9 @@ def build_sidecar(
     device: str,
     extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    from rn50 import __version__
     from rn50.data.transforms import preprocess_info
     from rn50.env import PACKAGES, git_commit, package_versions
+    from rn50.version import __version__
 
     return {
         "schema": SIDECAR_SCHEMA,

@@ -66,7 +66,7 @@ def save_checkpoint(
     top1: float | None = None,
 ) -> None:
     """`epoch` is the epoch the run is in; `iteration` the batches of it already trained (rank-local count)."""
-    from rn50 import __version__
+    from rn50.version import __version__
 
     obj = {
         "format": CHECKPOINT_FORMAT,

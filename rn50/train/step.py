@@ -41,7 +41,9 @@ def autocast_dtype(precision: str) -> torch.dtype | None:
 
 
 def memory_format(recipe: Recipe) -> torch.memory_format:
-    return torch.channels_last if recipe.memory_format == "channels_last" else torch.contiguous_format
+    from rn50.data.batches import torch_memory_format
+
+    return torch_memory_format(recipe.memory_format)
 
 
 @dataclass
