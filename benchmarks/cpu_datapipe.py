@@ -159,7 +159,7 @@ class _ProtoDataset(torch.utils.data.Dataset):
 
         from PIL import Image
 
-        from rn50.data.torch_loader import random_resized_crop_box
+        from rn50.data.transforms import random_resized_crop_box
 
         torch.set_num_threads(1)
         f = self.files[i]
@@ -297,7 +297,7 @@ def profile(root: Path, n: int = 64) -> dict[str, float]:
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms.v2 import functional as TF
 
-    from rn50.data.torch_loader import random_resized_crop_box
+    from rn50.data.transforms import random_resized_crop_box
 
     torch.set_num_threads(1)
     files = sorted((root / "train").glob("*/*.JPEG"))[:n]

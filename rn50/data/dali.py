@@ -1,7 +1,10 @@
 """The `dali-cpu` and `dali-gpu` backends.
 
-Decode is fused with the random crop (`fn.decoders.image_random_crop`: only the crop window is decoded), then resize,
-flip and normalise happen inside DALI, which writes NCHW or NHWC (channels_last) float batches.
+Decode is fused with the crop (`fn.decoders.image_slice`: only the crop window is decoded), then resize, flip and
+normalise happen inside DALI, which writes NCHW or NHWC (channels_last) float batches. Each training sample's crop
+window and flip are drawn here in Python from its augmentation seed (the same rule as the pytorch backend) and fed
+with the bytes, so a run resumed in the middle of an epoch sees exactly the crops an uninterrupted run sees: DALI's
+own random operators draw from one pipeline-wide stream that a rebuilt pipeline cannot continue.
 dali-cpu runs a CPU-only pipeline (`device_id=None`) for train and val; dali-gpu uses the mixed (nvJPEG/hardware)
 decoder. Encoded bytes are fed by us through `external_source` from the same per-rank shard as the pytorch backend,
 so each rank reads its own files, the order is resumable, and a file that fails to decode can be named, skipped
@@ -10,6 +13,8 @@ and counted: the pipeline is rebuilt and the batch re-fed without it.
 
 from __future__ import annotations
 
+import io
+import random
 from collections import deque
 from collections.abc import Iterator
 
@@ -19,7 +24,7 @@ from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, refill_candidates
 from rn50.data.folders import FileList
-from rn50.data.transforms import MEAN, STD, eval_resize
+from rn50.data.transforms import MEAN, STD, eval_resize, random_resized_crop_box
 from rn50.errors import UserError
 from rn50.recipes import Recipe
 
@@ -54,6 +59,28 @@ def read_encoded(path: str) -> tuple[np.ndarray | None, str]:
             return None, "truncated JPEG (no end-of-image marker)"
         data = data[:end]  # bytes after the end-of-image marker (common in scraped files) are not the image
     return data, ""
+
+
+EXIF_ORIENTATION = 0x0112
+
+
+def oriented_size(data: np.ndarray) -> tuple[int, int] | None:
+    """(height, width) of the image as decoders show it (EXIF orientation applied), read from its header only;
+    None if the header cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data.tobytes())) as im:
+            width, height = im.size
+            try:
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
+            except Exception:  # noqa: BLE001 - a broken EXIF block: decoders ignore it too
+                orientation = 1
+    except Exception:  # noqa: BLE001 - PIL raises many types for data it cannot parse
+        return None
+    if orientation in (5, 6, 7, 8):  # transposed or rotated by 90/270 degrees
+        width, height = height, width
+    return height, width
 
 
 def jpeg_end(data: np.ndarray) -> int | None:
@@ -132,7 +159,7 @@ class DaliLoader:
     def close(self) -> None:
         self._pipe = None
 
-    def _build(self, generation: int):
+    def _build(self):
         fn, pipeline_def, types = import_dali()
         size = self.recipe.image_size
         decoder_device = "mixed" if self.gpu else "cpu"
@@ -142,24 +169,27 @@ class DaliLoader:
             batch_size=self.recipe.batch_size,
             num_threads=self.threads,
             device_id=(self.device.index or 0) if self.gpu else None,
-            # --seed and the rank drive DALI's crops and flips; a rebuilt pipeline draws fresh numbers.
-            seed=(self.seed * 1_000_003 + self.shards.epoch * 1009 + self.rank * 17 + generation) % 2**31,
+            # Nothing random is drawn inside DALI (crops and flips come from the samples' seeds); fixed anyway.
+            seed=(self.seed * 1_000_003 + self.rank * 17) % 2**31,
             prefetch_queue_depth=1,  # we keep two batches in flight ourselves (schedule_run per batch)
         )
         def pipe():
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
             labels = fn.external_source(name="labels", dtype=types.INT64, ndim=0)
             if train:
-                images = fn.decoders.image_random_crop(
+                anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)  # (x, y) in pixels
+                shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)  # (w, h) in pixels
+                mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
+                images = fn.decoders.image_slice(
                     encoded,
+                    anchor,
+                    shape,
                     device=decoder_device,
                     output_type=types.RGB,
-                    random_area=list(self.recipe.crop_area),
-                    random_aspect_ratio=list(self.recipe.crop_ratio),
-                    num_attempts=100,
+                    normalized_anchor=False,
+                    normalized_shape=False,
                 )
                 images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
-                mirror = fn.random.coin_flip(probability=0.5) if self.recipe.hflip else 0
             else:
                 images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
                 images = fn.resize(images, resize_shorter=eval_resize(size), antialias=True)
@@ -181,27 +211,42 @@ class DaliLoader:
         p.build()
         return p
 
-    def _encode_batch(self, batch: list[tuple[int, int]]) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
-        """Bytes, labels and file indices of a batch; in training a bad file's place goes to a stand-in
-        (`refill_candidates`), so batches keep their size. A batch too small to train on comes back empty."""
-        data, labels, indices = [], [], []
+    def _encode_batch(self, batch: list[tuple[int, int]]) -> tuple[dict[str, object], list[tuple[int, int]]]:
+        """The pipeline's inputs for a batch (bytes, labels; in training each sample's crop window and flip drawn
+        from its augmentation seed) and the (file index, seed) pairs fed. In training a bad file's place goes to a
+        stand-in (`refill_candidates`) with the same seed, so batches keep their size. A batch too small to train
+        on comes back empty."""
+        data, labels, items, anchors, shapes, mirrors = [], [], [], [], [], []
         n = len(self.files.files)
-        for index, _ in batch:
+        for index, aug_seed in batch:
             for candidate in [index, *refill_candidates(index, n)] if self.train else [index]:
                 path = self.files.files[candidate]
                 if path in self._bad_set:
                     continue
                 encoded, why = read_encoded(path)
+                if encoded is not None and self.train:
+                    size = oriented_size(encoded)
+                    if size is None:
+                        encoded, why = None, "unreadable image header"
                 if encoded is None:
                     self._mark_bad(path, why)
                     continue
+                if self.train:
+                    rng = random.Random(aug_seed)
+                    top, left, h, w = random_resized_crop_box(*size, rng, self.recipe.crop_area, self.recipe.crop_ratio)
+                    anchors.append(np.array([left, top], dtype=np.float32))
+                    shapes.append(np.array([w, h], dtype=np.float32))
+                    mirrors.append(int(self.recipe.hflip and rng.random() < 0.5))
                 data.append(encoded)
                 labels.append(self.files.labels[candidate])
-                indices.append(candidate)
+                items.append((candidate, aug_seed))
                 break
         if len(data) < min_batch(self.train, self.batch_size):
-            return [], np.zeros(0, dtype=np.int64), []
-        return data, np.asarray(labels, dtype=np.int64), indices
+            return {}, []
+        inputs: dict[str, object] = {"encoded": data, "labels": np.asarray(labels, dtype=np.int64)}
+        if self.train:
+            inputs |= {"anchor": anchors, "shape": shapes, "mirror": np.asarray(mirrors, dtype=np.int32)}
+        return inputs, items
 
     def _mark_bad(self, path: str, why: str) -> None:
         if path not in self._bad_set:
@@ -229,20 +274,19 @@ class DaliLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         todo = deque(self.shards.remaining())
-        generation = 0
         while todo:
-            pipe = self._build(generation)
+            pipe = self._build()
             in_flight: deque = deque()
             try:
                 while todo or in_flight:
                     while todo and len(in_flight) < 2:
-                        data, labels, indices = self._encode_batch(todo.popleft())
-                        if not data:
+                        inputs, items = self._encode_batch(todo.popleft())
+                        if not items:
                             continue
-                        pipe.feed_input("encoded", data)
-                        pipe.feed_input("labels", labels)
+                        for name, value in inputs.items():
+                            pipe.feed_input(name, value)
                         pipe.schedule_run()
-                        in_flight.append(indices)
+                        in_flight.append(items)
                     if not in_flight:
                         break
                     outputs = pipe.outputs()
@@ -255,12 +299,12 @@ class DaliLoader:
                 if not in_flight:
                     raise
                 failed = in_flight.popleft()
-                if not self._find_undecodable([self.files.files[i] for i in failed], str(e)):
+                if not self._find_undecodable([self.files.files[i] for i, _ in failed], str(e)):
                     raise
-                # Re-feed the failed batch without the bad files, then whatever was in flight behind it.
-                for indices in reversed([failed, *in_flight]):
-                    todo.appendleft([(i, 0) for i in indices])
-                generation += 1
+                # Re-feed the failed batch without the bad files (each sample keeps its seed, so its crop), then
+                # whatever was in flight behind it.
+                for items in reversed([failed, *in_flight]):
+                    todo.appendleft(items)
             finally:
                 del pipe
 

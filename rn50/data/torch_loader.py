@@ -4,7 +4,6 @@ memory, normalisation and layout on the device, prefetched on a side stream on C
 from __future__ import annotations
 
 import atexit
-import math
 import random
 import signal
 import warnings
@@ -17,7 +16,7 @@ from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
 from rn50.data.folders import FileList
-from rn50.data.transforms import CROP_AREA, CROP_RATIO, eight_bit, eval_resize, open_rgb
+from rn50.data.transforms import center_crop_box, eight_bit, open_rgb, random_resized_crop_box
 from rn50.recipes import Recipe
 
 # torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
@@ -41,41 +40,6 @@ def decode_rgb(path: str) -> Tensor:
         pass
     im = open_rgb(path)
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
-
-
-def random_resized_crop_box(
-    height: int,
-    width: int,
-    rng: random.Random,
-    crop_area: tuple[float, float] = CROP_AREA,
-    crop_ratio: tuple[float, float] = CROP_RATIO,
-) -> tuple[int, int, int, int]:
-    """(top, left, h, w) with area in `crop_area` of the image and aspect (w/h) in `crop_ratio`; the largest centre
-    crop within `crop_ratio` as fallback (torchvision's RandomResizedCrop rule)."""
-    area = height * width
-    log_ratio = (math.log(crop_ratio[0]), math.log(crop_ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*crop_area)
-        ratio = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target * ratio))
-        h = round(math.sqrt(target / ratio))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    ratio = width / height
-    if ratio < crop_ratio[0]:
-        w, h = width, round(width / crop_ratio[0])
-    elif ratio > crop_ratio[1]:
-        h, w = height, round(height * crop_ratio[1])
-    else:
-        w, h = width, height
-    h, w = max(1, min(h, height)), max(1, min(w, width))
-    return (height - h) // 2, (width - w) // 2, h, w
-
-
-def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
-    """The region that `resize shorter side to eval_resize(size), centre crop size` keeps, in source pixels."""
-    side = max(1, min(height, width, round(min(height, width) * image_size / eval_resize(image_size))))
-    return (height - side) // 2, (width - side) // 2, side, side
 
 
 class ImageDataset(torch.utils.data.Dataset):

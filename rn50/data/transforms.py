@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import math
 import os
+import random
 from pathlib import Path
 
 import torch
@@ -43,6 +45,41 @@ def eight_bit(image: Tensor) -> Tensor:
 def eval_resize(image_size: int) -> int:
     """Shorter side before the centre crop: 256 for 224, scaled the same for other sizes."""
     return round(image_size * 256 / 224)
+
+
+def random_resized_crop_box(
+    height: int,
+    width: int,
+    rng: random.Random,
+    crop_area: tuple[float, float] = CROP_AREA,
+    crop_ratio: tuple[float, float] = CROP_RATIO,
+) -> tuple[int, int, int, int]:
+    """(top, left, h, w) with area in `crop_area` of the image and aspect (w/h) in `crop_ratio`; the largest centre
+    crop within `crop_ratio` as fallback (torchvision's RandomResizedCrop rule)."""
+    area = height * width
+    log_ratio = (math.log(crop_ratio[0]), math.log(crop_ratio[1]))
+    for _ in range(10):
+        target = area * rng.uniform(*crop_area)
+        ratio = math.exp(rng.uniform(*log_ratio))
+        w = round(math.sqrt(target * ratio))
+        h = round(math.sqrt(target / ratio))
+        if 0 < w <= width and 0 < h <= height:
+            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
+    ratio = width / height
+    if ratio < crop_ratio[0]:
+        w, h = width, round(width / crop_ratio[0])
+    elif ratio > crop_ratio[1]:
+        h, w = height, round(height * crop_ratio[1])
+    else:
+        w, h = width, height
+    h, w = max(1, min(h, height)), max(1, min(w, width))
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
+    """The region that `resize shorter side to eval_resize(size), centre crop size` keeps, in source pixels."""
+    side = max(1, min(height, width, round(min(height, width) * image_size / eval_resize(image_size))))
+    return (height - side) // 2, (width - side) // 2, side, side
 
 
 def preprocess_info(image_size: int = 224) -> dict:

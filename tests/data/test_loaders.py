@@ -166,3 +166,42 @@ def test_a_loader_nobody_closed_does_not_keep_the_process_alive(odd_data):
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "batch" in done.stdout, done.stderr
+
+
+def _train_batches(root, backend, recipe, start_batch=0):
+    loader = make_loader(root, "train", recipe, backend, "cpu", workers=1, seed=3)
+    loader.set_epoch(1, start_batch)
+    try:
+        return [(x.clone(), y.clone()) for x, y in loader]
+    finally:
+        loader.close()
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_a_mid_epoch_resume_sees_the_same_crops_and_flips(odd_data, backend):
+    """The batches after batch k of an epoch are bitwise the same whether the epoch started at 0 or at k (how a
+    preempted run resumes), with ImageNet crops and flips on; DALI's crops come from the samples' seeds too."""
+    recipe = RECIPE.replace(batch_size=2, crop_area=(0.08, 1.0), hflip=True)
+    full = _train_batches(odd_data, _backend(backend), recipe)
+    resumed = _train_batches(odd_data, backend, recipe, start_batch=3)
+    assert len(full) > 4 and len(resumed) == len(full) - 3
+    for (xa, ya), (xb, yb) in zip(full[3:], resumed, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    other_epoch = make_loader(odd_data, "train", recipe, backend, "cpu", workers=1, seed=3)
+    other_epoch.set_epoch(2)
+    assert not all(torch.equal(a[0], b[0]) for a, b in zip(full, other_epoch, strict=False))  # crops do change
+    other_epoch.close()
+
+
+def test_pytorch_and_dali_cpu_take_the_same_training_crops(odd_data):
+    """Both backends draw each sample's crop window and flip from its seed with one rule, so their training batches
+    show the same pixels up to the libraries' resize filters (the EXIF-rotated and extreme-aspect images included)."""
+    _backend("dali-cpu")
+    recipe = RECIPE.replace(batch_size=2, crop_area=(0.08, 1.0), hflip=True, memory_format="contiguous")
+    a = _train_batches(odd_data, "pytorch", recipe)
+    b = _train_batches(odd_data, "dali-cpu", recipe)
+    assert [y.tolist() for _, y in a] == [y.tolist() for _, y in b]
+    diffs = [(xa - xb).abs().mean().item() for (xa, _), (xb, _) in zip(a, b, strict=True)]
+    assert max(diffs) < 0.15, diffs
+    flipped = torch.cat([xa for xa, _ in a]).flip(-1)
+    assert (flipped - torch.cat([xb for xb, _ in b])).abs().mean() > 0.15  # the test can tell a flip apart
