@@ -110,9 +110,16 @@ def gemm_rates_fresh(threads: int) -> dict[str, float]:
 
 
 def cpu_facts() -> dict[str, object]:
-    from rn50.env import cpu_has_vnni, cpu_model
+    from rn50.env import cpu_flags, cpu_has_vnni, cpu_label, cpu_model, cpu_signature
 
-    return {"cpu_model": cpu_model(), "cores": os.cpu_count(), "vnni": cpu_has_vnni()}
+    return {
+        "cpu_model": cpu_model(),
+        "cpu_signature": cpu_signature(),
+        "cpu_label": cpu_label(),
+        "cpu_flags": cpu_flags(),
+        "cores": os.cpu_count(),
+        "vnni": cpu_has_vnni(),
+    }
 
 
 def accuracy(ckpt: Path, val: Path, size: int) -> float:
@@ -219,12 +226,26 @@ def main(argv: list[str] | None = None) -> int:
     }
     ceiling["int8_ceiling_x_eager"] = ceiling["int8_ceiling_img_s"] / base["img_s"]
     print(
-        f"compute ceiling on this CPU ({facts['cpu_model']}, {facts['cores']} cores, VNNI: "
+        f"compute ceiling on this CPU ({facts['cpu_model']}, {facts['cpu_signature']}, "
+        f"{' '.join(facts['cpu_flags'])}, {facts['cores']} cores, VNNI: "
         f"{'yes' if facts['vnni'] else 'no'}): {macs / 1e9:.2f} GMAC per image; large GEMM fp32 "
         f"{rates['fp32_gemm_gmac_s']:.0f} GMAC/s -> {ceiling['fp32_ceiling_img_s']:.1f} img/s, u8 x s8 "
         f"{rates['u8s8_gemm_gmac_s']:.0f} GMAC/s -> {ceiling['int8_ceiling_img_s']:.1f} img/s = "
         f"{ceiling['int8_ceiling_x_eager']:.2f}x eager fp32 at most"
     )
+    int8 = next((r for r in ok if r["precision"] == "int8"), None)
+    if int8 is not None:
+        ceiling["int8_x_eager"] = int8["img_s"] / base["img_s"]
+        ceiling["int8_fraction_of_ceiling"] = int8["img_s"] / ceiling["int8_ceiling_img_s"]
+        goals = {"int8 >= 85% of its integer-GEMM ceiling": ceiling["int8_fraction_of_ceiling"] >= 0.85}
+        if facts["vnni"]:
+            goals["int8 >= 5x eager fp32 (a CPU with VNNI)"] = ceiling["int8_x_eager"] >= 5
+        ceiling["goals"] = goals
+        print(
+            f"int8 ({int8['backend']}): {int8['img_s']:.1f} img/s = {ceiling['int8_x_eager']:.2f}x eager fp32, "
+            f"{100 * ceiling['int8_fraction_of_ceiling']:.0f}% of the integer-GEMM ceiling; "
+            + "; ".join(f"{k}: {'met' if v else 'NOT met'}" for k, v in goals.items())
+        )
     good = [r for r in ok if r is not base and (r.get("top1_agreement") or 0) >= 0.99]
     best = max(good, key=lambda r: r["img_s"], default=None)
     print(f"load average before {load_before[0]:.2f}, after {load_after[0]:.2f} (2 cores: > 2 means shared)")

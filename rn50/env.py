@@ -72,6 +72,24 @@ def cpu_model() -> str:
 SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni", "amx_bf16", "amx_int8")
 
 
+def cpu_signature() -> str:
+    """x86 family/model/stepping, which tell CPUs apart where the model name does not ('AMD EPYC' is Zen 3 on one
+    cloud machine and Zen 4 on the next); '' where /proc/cpuinfo does not say."""
+    parts = [(k, _cpuinfo(f)) for k, f in (("family", "cpu family"), ("model", "model\t"), ("stepping", "stepping"))]
+    return " ".join(f"{k} {v}" for k, v in parts if v)
+
+
+def cpu_label() -> str:
+    """A folder-name label for this CPU: model name, family/model and whether it has VNNI, e.g.
+    'amd-epyc-f25m17-vnni'."""
+    import re
+
+    name = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
+    fam, mod = _cpuinfo("cpu family"), _cpuinfo("model\t")
+    sig = f"-f{fam}m{mod}" if fam and mod else ""
+    return f"{name}{sig}-{'vnni' if cpu_has_vnni() else 'novnni'}"
+
+
 def cpu_flags(names: tuple[str, ...] = SPEED_FLAGS) -> list[str]:
     """Which of `names` this CPU has, in that order ([] where /proc/cpuinfo is absent)."""
     have = set((_cpuinfo("flags") or "").split())
@@ -111,6 +129,7 @@ def capture_env() -> dict[str, Any]:
         "python": platform.python_version(),
         "platform": platform.platform(),
         "cpu": cpu_model(),
+        "cpu_signature": cpu_signature(),
         "cpu_flags": cpu_flags(),
         "cpu_cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),

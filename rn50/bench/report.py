@@ -92,7 +92,10 @@ def env_lines(env: Mapping[str, Any]) -> list[str]:
             f"{env.get('driver', '?')}, CUDA {env.get('torch_cuda', '?')}, cuDNN {env.get('cudnn', '?')}{clocks}"
         )
     lines.append(
-        f"CPU: {env.get('cpu', '?')}, {env.get('cpu_cores', '?')} cores, torch threads {env.get('torch_threads', '?')}"
+        f"CPU: {env.get('cpu', '?')}"
+        + (f" ({env['cpu_signature']})" if env.get("cpu_signature") else "")
+        + (f" [{' '.join(env['cpu_flags'])}]" if env.get("cpu_flags") else "")
+        + f", {env.get('cpu_cores', '?')} cores, torch threads {env.get('torch_threads', '?')}"
         + (f", load average {env['loadavg'][0]:.2f}" if env.get("loadavg") else "")
     )
     versions = ", ".join(f"{k} {v}" for k, v in pk.items())
