@@ -8,6 +8,7 @@ p50/p90/p95/p99 come from the same samples.
 from __future__ import annotations
 
 import math
+import os
 import re
 import time
 from collections.abc import Callable, Sequence
@@ -140,3 +141,158 @@ def _done(n: int, iters: int | None, min_time: float | None, min_iters: int, sta
     if iters is not None:
         return n >= iters
     return n >= min_iters and time.perf_counter() - start >= min_time
+
+
+# ---------------------------------------------------------------- interleaved rounds and the figures' own checks
+#
+# A ratio of two throughputs measured one after the other is also a ratio of two moments of the machine: any drift
+# (another process, clocks, thermals) between them lands in the ratio, which is how 2 processes on 2 cores once
+# showed a weak-scaling efficiency of 5.7. Measured in rounds (A, B, A, B, ..., the order rotated each round) every
+# round's ratio compares two moments a few seconds apart; the median over rounds drops the rounds a burst hit, and
+# the rounds' spread says how much the machine moved.
+
+MAX_EFFICIENCY = 1.05  # weak scaling above this is not a measurement of scaling
+MIN_WINDOW_S = 1.0  # a timed window shorter than this is mostly clock noise and start-up
+MIN_ITERS = 5
+MAX_SPREAD = 0.10  # (max - min) / median of the per-round ratios
+MAX_OTHER_LOAD = 0.25  # cores' worth of other processes' CPU use during the run
+
+
+def interleaved(
+    steps: Sequence[Callable[[], Any]],
+    *,
+    rounds: int,
+    iters: int | None = None,
+    min_time: float | None = None,
+    cuda: bool = False,
+) -> list[list[LoopResult]]:
+    """Time each step in `rounds` rounds; round r runs the steps in an order rotated by r (A B C, B C A, ...).
+
+    Each (round, step) is one `timed_loop` of `iters` iterations (or `min_time` seconds), no warmup: warm the steps
+    up before. Returns results[round][step]."""
+    if rounds < 1:
+        raise ValueError("rounds must be >= 1")
+    n = len(steps)
+    results: list[list[LoopResult]] = []
+    for r in range(rounds):
+        row: list[LoopResult | None] = [None] * n
+        for k in range(n):
+            i = (r + k) % n
+            row[i] = timed_loop(steps[i], warmup=0, iters=iters, min_time=min_time, cuda=cuda, min_iters=1)
+        results.append(row)  # type: ignore[arg-type]
+    return results
+
+
+def ratio_stats(ratios: Sequence[float]) -> dict[str, float]:
+    """Median of per-round ratios, their min, max and relative spread ((max - min) / median)."""
+    if not ratios:
+        raise ValueError("no rounds")
+    ordered = sorted(ratios)
+    med = percentile(ordered, 50)
+    return {
+        "ratio": med,
+        "ratio_min": ordered[0],
+        "ratio_max": ordered[-1],
+        "ratio_spread": (ordered[-1] - ordered[0]) / med if med else math.inf,
+        "rounds": len(ordered),
+    }
+
+
+def per_round_rates(results: list[list[LoopResult]], index: int, images_per_iter: int) -> list[float]:
+    """Img/s of step `index` in every round."""
+    return [images_per_iter * len(row[index].samples_s) / row[index].total_s for row in results]
+
+
+def _proc_stat_busy() -> tuple[float, float] | None:
+    """(busy, total) CPU seconds of the whole machine since boot, from /proc/stat (None elsewhere)."""
+    try:
+        fields = [float(v) for v in open("/proc/stat").readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    hz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
+
+
+def _own_cpu_s() -> float:
+    import resource
+
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    kids = resource.getrusage(resource.RUSAGE_CHILDREN)  # finished children: workers, torchrun and its ranks
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+class LoadWatch:
+    """What else ran on this machine while a benchmark ran: the 1-minute load average before and after, and the
+    CPU time of every other process (machine busy time from /proc/stat minus this process and its finished
+    children) as cores' worth of work. The load average alone cannot say it: the benchmark raises it itself."""
+
+    def __init__(self) -> None:
+        self.cores = os.cpu_count() or 1
+        self.before = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+        self._t0 = time.perf_counter()
+        self._stat0 = _proc_stat_busy()
+        self._own0 = _own_cpu_s()
+
+    def summary(self) -> dict[str, Any]:
+        wall = max(time.perf_counter() - self._t0, 1e-9)
+        out: dict[str, Any] = {
+            "cores": self.cores,
+            "loadavg_before": list(self.before),
+            "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+            "wall_s": wall,
+        }
+        stat1 = _proc_stat_busy()
+        if self._stat0 is not None and stat1 is not None:
+            other = (stat1[0] - self._stat0[0]) - (_own_cpu_s() - self._own0)
+            out["other_load_cores"] = max(0.0, other / wall)
+        return out
+
+
+def load_flags(load: dict[str, Any]) -> list[str]:
+    """Flags for a machine that was not the benchmark's alone."""
+    flags = []
+    cores = load.get("cores") or 1
+    before = (load.get("loadavg_before") or [0.0])[0]
+    if before > cores:
+        flags.append(
+            f"BUSY MACHINE: 1-minute load average {before:.2f} before the run, above the {cores} cores: "
+            "rerun on an idle machine"
+        )
+    other = load.get("other_load_cores")
+    if other is not None and other > MAX_OTHER_LOAD:
+        flags.append(
+            f"LOAD CHANGED: other processes used {other:.2f} cores on average during the run "
+            f"(> {MAX_OTHER_LOAD:g}): rerun on an idle machine"
+        )
+    return flags
+
+
+def window_flags(what: str, timed_s: float, iters: int) -> list[str]:
+    """Flags for a timed window too short to trust."""
+    flags = []
+    if timed_s < MIN_WINDOW_S:
+        flags.append(f"SHORT WINDOW: {what} timed for {timed_s:.2f} s (< {MIN_WINDOW_S:g} s): use more --iters")
+    if iters < MIN_ITERS:
+        flags.append(f"FEW ITERATIONS: {what} timed over {iters} iterations (< {MIN_ITERS}): use more --iters")
+    return flags
+
+
+def spread_flag(what: str, stats: dict[str, float], threshold: float = MAX_SPREAD) -> list[str]:
+    """A flag for a ratio whose rounds disagree by more than `threshold`."""
+    if stats["rounds"] < 2 or stats["ratio_spread"] <= threshold:
+        return []
+    return [
+        f"UNSTABLE: {what} {stats['ratio']:.3g} varies {stats['ratio_min']:.3g}-{stats['ratio_max']:.3g} over "
+        f"{stats['rounds']} rounds ({100 * stats['ratio_spread']:.0f}% > {100 * threshold:.0f}%): rerun on an idle "
+        "machine or with more --iters"
+    ]
+
+
+def efficiency_flag(what: str, efficiency: float) -> list[str]:
+    if efficiency <= MAX_EFFICIENCY:
+        return []
+    return [
+        f"IMPOSSIBLE: {what} {efficiency:.2f} > {MAX_EFFICIENCY} (more than linear scaling): the machine's load "
+        "changed between stages; rerun on an idle machine"
+    ]

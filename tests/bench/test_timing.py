@@ -1,0 +1,98 @@
+"""Interleaved rounds against back-to-back timing on a machine whose speed changes while it is measured."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from rn50.bench.timing import (
+    LoadWatch,
+    efficiency_flag,
+    interleaved,
+    load_flags,
+    per_round_rates,
+    ratio_stats,
+    spread_flag,
+    timed_loop,
+    window_flags,
+)
+
+COST_A, COST_B = 0.002, 0.004  # seconds per iteration on an unloaded machine: B is truly half A's speed
+RAMP_S = 0.3  # the slowdown grows from 1x to 4x over this long, then stays
+
+
+class RampingMachine:
+    """Every step costs its base time times a slowdown that grows with wall time (a load that rises)."""
+
+    def __init__(self) -> None:
+        self.t0 = time.perf_counter()
+
+    def slowdown(self) -> float:
+        return 1 + 3 * min(1.0, (time.perf_counter() - self.t0) / RAMP_S)
+
+    def step(self, cost: float):
+        def run() -> None:
+            end = time.perf_counter() + cost * self.slowdown()
+            while time.perf_counter() < end:
+                pass
+
+        return run
+
+
+def test_interleaved_ratio_survives_a_rising_load_back_to_back_does_not():
+    true_ratio = COST_A / COST_B  # B's img/s over A's
+    m = RampingMachine()
+    a, b = timed_loop(m.step(COST_A), warmup=0, iters=40), timed_loop(m.step(COST_B), warmup=0, iters=40)
+    back_to_back = (40 / b.total_s) / (40 / a.total_s)
+    m = RampingMachine()
+    res = interleaved([m.step(COST_A), m.step(COST_B)], rounds=9, iters=4)
+    rates_a, rates_b = per_round_rates(res, 0, 1), per_round_rates(res, 1, 1)
+    stats = ratio_stats([rb / ra for ra, rb in zip(rates_a, rates_b, strict=True)])
+    assert abs(back_to_back / true_ratio - 1) > 0.3  # the drift lands in the sequential ratio
+    assert abs(stats["ratio"] / true_ratio - 1) < 0.15  # and not in the median of the rounds' ratios
+    assert stats["rounds"] == 9 and stats["ratio_min"] <= stats["ratio"] <= stats["ratio_max"]
+
+
+def test_interleaved_rotates_the_order():
+    order: list[str] = []
+    interleaved([lambda: order.append("a"), lambda: order.append("b"), lambda: order.append("c")], rounds=3, iters=1)
+    assert order == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
+
+
+def test_flags_name_the_problem_and_the_remedy():
+    assert efficiency_flag("full weak scaling at 2 workers", 1.0) == []
+    (flag,) = efficiency_flag("full weak scaling at 2 workers", 5.66)
+    assert "IMPOSSIBLE" in flag and "idle machine" in flag
+    assert window_flags("x", 2.0, 50) == []
+    assert any("--iters" in f for f in window_flags("x", 0.02, 50))
+    assert any("FEW ITERATIONS" in f for f in window_flags("x", 2.0, 3))
+    steady = ratio_stats([1.0, 1.02, 0.99])
+    assert spread_flag("speedup", steady) == []
+    (flag,) = spread_flag("speedup", ratio_stats([1.0, 2.0, 1.5]))
+    assert "UNSTABLE" in flag and "--iters" in flag
+    assert load_flags({"cores": 2, "loadavg_before": [3.5, 0, 0], "other_load_cores": 0.0})
+    assert load_flags({"cores": 2, "loadavg_before": [0.1, 0, 0], "other_load_cores": 0.9})
+    assert load_flags({"cores": 2, "loadavg_before": [0.1, 0, 0], "other_load_cores": 0.0}) == []
+
+
+def test_load_watch_sees_another_process_and_not_its_own_work():
+    import subprocess
+    import sys
+
+    watch = LoadWatch()
+    end = time.perf_counter() + 0.6
+    while time.perf_counter() < end:  # our own work: must not count as other load
+        pass
+    own = watch.summary()
+    if "other_load_cores" not in own:
+        pytest.skip("no /proc/stat on this system")
+    watch = LoadWatch()
+    spinner = subprocess.Popen([sys.executable, "-c", "import time\nend=time.time()+1.5\nwhile time.time()<end: pass"])
+    try:
+        time.sleep(1.2)
+        other = watch.summary()
+    finally:
+        spinner.kill()
+        spinner.wait()
+    assert other["other_load_cores"] > own["other_load_cores"] + 0.4
