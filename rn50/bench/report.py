@@ -4,7 +4,7 @@ Stable API (the `bench train` / `bench data` commands use it too):
     write_table(rows, columns, out_stem, title, env, notes=(), extra=None) -> {"md": Path, "csv": Path, "json": Path}
     markdown_table(rows, columns) -> str
     env_lines(env) -> list[str]
-    plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None) -> Path
+    plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Path
     file_tag(text) -> str
 `columns` is a sequence of keys or (key, header) pairs; a missing value prints as "-".
 """
@@ -142,8 +142,11 @@ def plot_lines(
     logx: bool = False,
     logy: bool = False,
     labels: Mapping[str, Sequence[str]] | None = None,
+    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
-    """One line per series (label -> (xs, ys)); optional per-point text labels (e.g. the batch size)."""
+    """One line per series (label -> (xs, ys)); optional per-point text labels (e.g. the batch size); `references`
+    (e.g. linear scaling) are drawn dashed and grey, apart from the data. On a log-2 x axis of whole numbers (batch
+    sizes, worker counts) the ticks are the measured values, written plainly (8, not 2^3)."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: never try to open a window
@@ -157,8 +160,19 @@ def plot_lines(
             ax.plot(xs, ys, marker="o", markersize=3.5, linewidth=1.5, label=name)
             for x, y, text in zip(xs, ys, (labels or {}).get(name, ()), strict=False):
                 ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
+        for i, (name, (xs, ys)) in enumerate((references or {}).items()):
+            if xs:
+                style = ("--", ":", "-.")[i % 3]
+                ax.plot(xs, ys, linestyle=style, color="0.45", linewidth=1.0, label=name)
         if logx:
             ax.set_xscale("log", base=2)
+            xs_all = sorted({x for xs, _ in series.values() for x in xs})
+            if xs_all and all(float(x).is_integer() for x in xs_all):
+                from matplotlib.ticker import FixedLocator, NullLocator
+
+                ax.xaxis.set_major_locator(FixedLocator(xs_all))
+                ax.xaxis.set_minor_locator(NullLocator())
+                ax.set_xticklabels([str(int(x)) for x in xs_all])
         if logy:
             ax.set_yscale("log")
         ax.set_xlabel(xlabel)

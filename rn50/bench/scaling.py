@@ -5,6 +5,11 @@ launcher (`rn50.launch`, torchrun), the same that runs `rn50 train --gpus/--nnod
 step (`rn50.train.step`) for `warmup` then `iters` iterations per precision. Img/s is the global images of the timed
 iterations over their wall time, taken between two synchronise+barrier points; global rank 0 writes it. A crash (named
 from torchelastic's error files), a hang (timeout) or a Ctrl-C ends with one message and no process left behind.
+
+The worker counts run in `rounds` interleaved rounds (1, 2, 1, 2, ... with the order rotated each round), and every
+ratio (weak scaling, efficiency, mixed speedup) is the median of the rounds' own ratios with their spread: a load
+that changes between two launches lands in one round's ratio, not in the table. The tables are rewritten after every
+launch, so an interrupted sweep keeps what it measured.
 """
 
 from __future__ import annotations
@@ -57,10 +62,11 @@ class TrainBenchConfig:
     node_rank: int = 0
     rdzv_endpoint: str | None = None
     rdzv_timeout: int = 300  # seconds a node waits for the others at the rendezvous
-    out: Path = Path("bench-results")
-    timeout: float = 1800.0  # seconds per worker count
+    out: Path = Path("runs/bench-train")
+    timeout: float = 1800.0  # seconds per launch
     compile: bool = False  # torch.compile the model (compile time falls in the warmup)
     sweep: bool = True  # False: only `gpus` workers, no 1, 2, 4 ... sweep
+    rounds: int = 3  # interleaved rounds of the worker counts; ratios are medians over rounds
 
     def resolved(self) -> TrainBenchConfig:
         """With the default backend filled in."""
@@ -79,6 +85,7 @@ class TrainBenchConfig:
         need(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
         need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
         need(self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
+        need(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         need(self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}")
         need(self.timeout > 0, f"--timeout must be > 0 seconds, got {self.timeout}")
         need(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
@@ -318,10 +325,12 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
 # ---------------------------------------------------------------- launcher (one torchrun per worker count)
 
 
-def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log_root: Path) -> dict[str, Any] | None:
+def _run_one(
+    cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log_root: Path, round_: int = 0
+) -> dict[str, Any] | None:
     """One torchrun launch with `nproc` ranks on this node; rank 0's figures (None on other nodes)."""
     total = nproc * cfg.nnodes
-    tag = f"{total}w"
+    tag = f"{total}w-round{round_ + 1}"
     run_dir = (log_root / tag).resolve()
     run_dir.mkdir(parents=True, exist_ok=False)
     spec_path = run_dir / "spec.json"
@@ -343,8 +352,12 @@ def _run_one(cfg: TrainBenchConfig, precisions: list[Precision], nproc: int, log
     atomic_write_json(spec_path, spec)
     env = dict(os.environ)
     if cfg.device == "cpu" and "OMP_NUM_THREADS" not in env:
-        # Share the cores between the ranks (torchrun would pin every rank to one thread).
-        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // nproc))
+        # Weak scaling holds each worker's resources fixed: every launch gives a rank the cores the largest launch
+        # gives it (torchrun would pin every rank to one thread). Giving the 1-worker launch all cores instead made
+        # it compare 2 threads against 2 x 1: with another process on a 2-core machine, the 2-thread OpenMP barriers
+        # waited on a preempted thread (0.2 -> 6 s per step) and 2 workers showed 6.9x linear scaling.
+        most = max(worker_counts(cfg.gpus)) if cfg.sweep else cfg.gpus
+        env["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // most))
     # One launch per worker count reuses the endpoint; a distinct rendezvous id keeps a slow node from joining the
     # previous (finished) one. No elastic restarts in a benchmark: a failed rank ends the run.
     launch_spec = Launch(
@@ -398,13 +411,16 @@ class TrainBenchReport:
     rows: list[dict[str, Any]] = field(default_factory=list)  # one per worker count, flat (see COLUMNS)
     env: dict[str, Any] = field(default_factory=dict)
     files: dict[str, str] = field(default_factory=dict)
+    launches: list[dict[str, Any]] = field(default_factory=list)  # every finished launch, in the order run
+    flags: list[str] = field(default_factory=list)  # what makes a figure untrustworthy, and what to do
+    planned: int = 0  # launches in the whole sweep
 
     @property
     def caption(self) -> str:
         return caption(self)
 
 
-# The seed's columns, then the 90-epoch estimate (one column per precision).
+# The seed's columns, then the efficiency (weak scaling / ideal), the 90-epoch estimate and the figures' flags.
 COLUMNS = (
     ("gpus", "GPUs"),
     ("mixed_img_s", "mixed img/s"),
@@ -412,51 +428,104 @@ COLUMNS = (
     ("mixed_speedup", "mixed speedup"),
     ("mixed_weak_scaling", "mixed weak scaling"),
     ("full_weak_scaling", "full weak scaling"),
+    ("mixed_efficiency", "mixed efficiency"),
+    ("full_efficiency", "full efficiency"),
+    ("efficiency_spread", "spread"),
     ("mixed_90ep_hours", f"mixed {ESTIMATE_EPOCHS} epochs (h)"),
     ("full_90ep_hours", f"full {ESTIMATE_EPOCHS} epochs (h)"),
+    ("flags", "flags"),
 )
 
 
-def run_train_bench(cfg: TrainBenchConfig) -> TrainBenchReport:
-    """Sweep 1, 2, 4 ... N workers per node through torchrun; write JSON, CSV, Markdown and a PNG into cfg.out."""
+def run_train_bench(cfg: TrainBenchConfig, progress: Any = None) -> TrainBenchReport:
+    """Sweep 1, 2, 4 ... N workers per node through torchrun in interleaved rounds; rewrite JSON, CSV, Markdown and
+    a PNG into cfg.out after every launch. `progress(done, total, description)` is called before and after each."""
+    from rn50.bench.timing import LoadWatch
     from rn50.env import capture_env
+    from rn50.memory import check_fits
 
     cfg = cfg.resolved()
     cfg.validate()
     precisions = resolve_precisions(cfg.precisions, cfg.device)
+    check_fits(cfg.batch, cfg.image_size, cfg.device, "train", cfg.gpus if cfg.device == "cpu" else 1)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (Path(cfg.out) / "logs").mkdir(parents=True, exist_ok=True)
     log_root = Path(tempfile.mkdtemp(prefix=f"train-{stamp}-node{cfg.node_rank}-", dir=Path(cfg.out) / "logs"))
     report = TrainBenchReport(config=_config_dict(cfg), precisions=precisions)
     report.config["logs"] = str(log_root)
-    load_before = os.getloadavg()
-    for nproc in worker_counts(cfg.gpus) if cfg.sweep else [cfg.gpus]:
-        result = _run_one(cfg, precisions, nproc, log_root)
-        if result is None:
-            continue
-        row: dict[str, Any] = {"gpus": result["world_size"], "nodes": cfg.nnodes, "gpus_per_node": nproc}
-        for i, p in enumerate(precisions):
-            r = result["precisions"][p.name]
-            if r["precision"] != p.name:  # label what the trainer really ran, should it differ
-                precisions[i] = p = Precision(p.kind, r["precision"], f"asked for {p.name}; the trainer ran it so")
-            row[f"{p.kind}_precision"] = r["precision"]
-            row[f"{p.kind}_img_s"] = r["img_per_s"]
-            for key in ("seconds", "global_images", "final_loss", "max_memory_gib"):
-                if key in r:
-                    row[f"{p.kind}_{key}"] = r[key]
-        row["rank_seconds"] = result["rank_seconds"]
-        row["logs"] = result["logs"]
-        report.rows.append(row)
-    if not report.rows:
+    watch = LoadWatch()
+    counts = worker_counts(cfg.gpus) if cfg.sweep else [cfg.gpus]
+    plan = [(r, counts[(r + k) % len(counts)]) for r in range(cfg.rounds) for k in range(len(counts))]
+    report.planned = len(plan)
+    env = capture_env()
+    try:
+        with _stop_signals_raise() as stop:
+            for done, (round_, nproc) in enumerate(plan):
+                stop.check()
+                if progress is not None:
+                    progress(done, len(plan), f"round {round_ + 1}/{cfg.rounds}: {nproc * cfg.nnodes} worker(s)")
+                result = _run_one(cfg, precisions, nproc, log_root, round_)
+                if result is None:
+                    continue
+                for i, p in enumerate(precisions):
+                    ran = result["precisions"][p.name]["precision"]
+                    if ran != p.name:  # label what the trainer really ran, should it differ
+                        precisions[i] = Precision(p.kind, ran, f"asked for {p.name}; the trainer ran it so")
+                report.launches.append({"round": round_ + 1, "nproc": nproc, **result})
+                _finish(report, env, watch, cfg)  # the tables so far: an interrupted sweep keeps them
+                if progress is not None:
+                    progress(done + 1, len(plan), f"round {round_ + 1}/{cfg.rounds}: {nproc * cfg.nnodes} worker(s)")
+            stop.check()
+    except Interrupted as e:
+        where = _finish(report, env, watch, cfg)
+        done_text = f"{len(report.launches)} of {len(plan)} launches"
+        more = f"partial results ({done_text}) in {where}" if where else "no launch had finished: nothing to write"
+        e.args = (f"{e}; {more}",)
+        raise
+    if not report.launches:
         log.info("node %d finished its ranks; node 0 writes the table", cfg.node_rank)
-        return report
-    _derive(report)
-    report.env = capture_env()
-    # The machine's load during the run: figures taken on a busy machine are disturbed.
-    report.env["loadavg"] = list(os.getloadavg())
-    report.env["loadavg_before"] = list(load_before)
-    report.files = write_outputs(report, Path(cfg.out))
     return report
+
+
+class _stop_signals_raise:
+    """Between launches (the launcher forwards them during one), SIGINT and SIGTERM are noted and `check()` raises
+    Interrupted at the next safe point: never inside a table write or a half-done import."""
+
+    def __enter__(self) -> _stop_signals_raise:
+        self.got: list[int] = []
+
+        def note(signum: int, frame: Any) -> None:
+            self.got.append(signum)
+
+        self.old = {}
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, note)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def check(self) -> None:
+        if self.got:
+            raise Interrupted(f"bench train: stopped by {signal.Signals(self.got[0]).name}", self.got[0])
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
+
+
+def _finish(report: TrainBenchReport, env: dict[str, Any], watch: Any, cfg: TrainBenchConfig) -> str | None:
+    """Rows, flags and files from the launches so far; the Markdown path (None when nothing finished)."""
+    from rn50.bench.timing import load_flags
+
+    if not report.launches:
+        return None
+    _derive(report)
+    load = watch.summary()
+    report.env = {**env, "loadavg": load["loadavg_after"], "loadavg_before": load["loadavg_before"], "load": load}
+    report.flags = _row_flags(report) + load_flags(load)
+    report.files = write_outputs(report, Path(cfg.out))
+    return report.files.get("md")
 
 
 def _config_dict(cfg: TrainBenchConfig) -> dict[str, Any]:
@@ -468,20 +537,112 @@ def _config_dict(cfg: TrainBenchConfig) -> dict[str, Any]:
 
 
 def _derive(report: TrainBenchReport) -> None:
-    """Speedup (mixed / full), weak scaling (vs the smallest run's per-GPU rate) and the 90-epoch estimate."""
-    base = report.rows[0]
+    """One row per worker count from the launches: img/s is the median over rounds; weak scaling (img/s over the
+    smallest count's per-worker img/s), efficiency (weak scaling over the ideal) and the mixed speedup are medians
+    of each round's own ratio, with their spread; then the 90-epoch estimate."""
+    from statistics import median
+
+    from rn50.bench.timing import ratio_stats
+
+    by_count: dict[int, list[dict[str, Any]]] = {}
+    for launch_ in report.launches:
+        by_count.setdefault(launch_["world_size"], []).append(launch_)
+    counts = sorted(by_count)
+    base = counts[0]
     # A single multi-GPU run has nothing to scale against (its own per-GPU rate would make it perfect by definition).
-    scaling = base["gpus"] == 1 or len(report.rows) > 1
-    for row in report.rows:
-        for kind in ("mixed", "full"):
-            rate = row.get(f"{kind}_img_s")
-            if rate is None:
+    scaling = base == 1 or len(counts) > 1
+    rows = []
+    for n in counts:
+        runs = by_count[n]
+        first = runs[0]
+        row: dict[str, Any] = {"gpus": n, "nodes": report.config["nnodes"], "gpus_per_node": first["nproc"]}
+        spreads = []
+        for p in report.precisions:
+            k = p.kind
+            entries = [r["precisions"][p.name] for r in runs if p.name in r["precisions"]]
+            if not entries:
                 continue
+            rates = [e["img_per_s"] for e in entries]
+            row[f"{k}_precision"] = entries[0]["precision"]
+            row[f"{k}_img_s"] = median(rates)
+            row[f"{k}_img_s_rounds"] = rates
+            row[f"{k}_seconds"] = sum(e["seconds"] for e in entries)
+            row[f"{k}_global_images"] = sum(e["global_images"] for e in entries)
+            row[f"{k}_final_loss"] = entries[-1]["final_loss"]
+            if any("max_memory_gib" in e for e in entries):
+                row[f"{k}_max_memory_gib"] = max(e.get("max_memory_gib", 0) for e in entries)
+            row[f"{k}_window_s"] = min(e["seconds"] for e in entries)
+            row[f"{k}_90ep_hours"] = ESTIMATE_EPOCHS * IMAGENET_TRAIN_IMAGES / row[f"{k}_img_s"] / 3600
             if scaling:
-                row[f"{kind}_weak_scaling"] = rate / (base[f"{kind}_img_s"] / base["gpus"])
-            row[f"{kind}_90ep_hours"] = ESTIMATE_EPOCHS * IMAGENET_TRAIN_IMAGES / rate / 3600
+                ratios = _round_ratios(by_count[base], runs, p.name)
+                if ratios:
+                    ws = ratio_stats([r * base for r in ratios])
+                    row[f"{k}_weak_scaling"] = ws["ratio"]
+                    eff = ratio_stats([r * base / n for r in ratios])
+                    row[f"{k}_efficiency"] = eff["ratio"]
+                    row[f"{k}_efficiency_min"], row[f"{k}_efficiency_max"] = eff["ratio_min"], eff["ratio_max"]
+                    row[f"{k}_efficiency_rounds"] = eff["rounds"]
+                    if n != base:
+                        spreads.append(eff["ratio_spread"])
         if "mixed_img_s" in row and "full_img_s" in row:
-            row["mixed_speedup"] = row["mixed_img_s"] / row["full_img_s"]
+            names = {p.kind: p.name for p in report.precisions}
+            sp = ratio_stats(
+                [
+                    r["precisions"][names["mixed"]]["img_per_s"] / r["precisions"][names["full"]]["img_per_s"]
+                    for r in runs
+                ]
+            )
+            row["mixed_speedup"] = sp["ratio"]
+            row["mixed_speedup_spread"] = sp["ratio_spread"]
+        if spreads:
+            row["efficiency_spread"] = max(spreads)
+        row["rank_seconds"] = first["rank_seconds"]
+        row["logs"] = first["logs"]
+        row["rounds"] = len(runs)
+        rows.append(row)
+    report.rows = rows
+
+
+def _round_ratios(base_runs: list[dict[str, Any]], runs: list[dict[str, Any]], name: str) -> list[float]:
+    """Per round: this count's img/s over the base count's img/s, both from the same round."""
+    base = {r["round"]: r["precisions"][name]["img_per_s"] for r in base_runs if name in r["precisions"]}
+    return [r["precisions"][name]["img_per_s"] / base[r["round"]] for r in runs if r["round"] in base]
+
+
+def _row_flags(report: TrainBenchReport) -> list[str]:
+    """Flag every figure that cannot be trusted (sets each row's short `flags` cell); the sentences, deduplicated."""
+    from rn50.bench.timing import MAX_SPREAD, efficiency_flag, spread_flag, window_flags
+
+    out: list[str] = []
+    for row in report.rows:
+        flags: list[str] = []
+        n = row["gpus"]
+        for p in report.precisions:
+            k = p.kind
+            if f"{k}_window_s" in row:
+                flags += window_flags(f"{k} at {n} worker(s)", row[f"{k}_window_s"], report.config["iters"])
+            if f"{k}_efficiency" in row:
+                flags += efficiency_flag(f"{k} efficiency at {n} worker(s)", row[f"{k}_efficiency"])
+                stats = {
+                    "ratio": row[f"{k}_efficiency"],
+                    "ratio_min": row[f"{k}_efficiency_min"],
+                    "ratio_max": row[f"{k}_efficiency_max"],
+                    "rounds": row[f"{k}_efficiency_rounds"],
+                    "ratio_spread": (row[f"{k}_efficiency_max"] - row[f"{k}_efficiency_min"]) / row[f"{k}_efficiency"],
+                }
+                flags += spread_flag(f"{k} efficiency at {n} worker(s)", stats)
+        if row.get("mixed_speedup_spread", 0) > MAX_SPREAD:
+            flags.append(
+                f"UNSTABLE: mixed speedup at {n} worker(s) varies {100 * row['mixed_speedup_spread']:.0f}% over "
+                f"rounds (> {100 * MAX_SPREAD:.0f}%): rerun on an idle machine or with more --iters"
+            )
+        row["flags"] = ", ".join(dict.fromkeys(f.split(":")[0] for f in flags)) or None
+        out += [f for f in flags if f not in out]
+    if report.config["rounds"] < 2 and len(report.rows) > 1:
+        out.append(
+            "ONE ROUND: the ratios come from one launch per worker count, not interleaved rounds: use --rounds 3"
+        )
+    return out
 
 
 def caption(report: TrainBenchReport) -> str:
@@ -493,9 +654,12 @@ def caption(report: TrainBenchReport) -> str:
     base = report.rows[0]["gpus"] if report.rows else 1
     return (
         f"ResNet-50 v1.5 training at {c['image_size']} px, batch {c['batch']} per {unit}, {data}{nodes}; "
-        f"{'; '.join(words)}; {c['iters']} timed iterations after {c['warmup']} warmup; img/s = global images over "
-        f"the synchronised wall time of the timed iterations; weak scaling = img/s / ({base}-worker img/s / {base}); "
-        f"{ESTIMATE_EPOCHS} epochs of {IMAGENET_TRAIN_IMAGES:,} images (ImageNet-1k) at that rate."
+        f"{'; '.join(words)}; {c['iters']} timed iterations after {c['warmup']} warmup per launch; the worker counts "
+        f"in {c['rounds']} interleaved round(s); img/s = global images over the synchronised wall time of the timed "
+        f"iterations, median over rounds; weak scaling = img/s / ({base}-worker img/s / {base}) and efficiency = weak "
+        f"scaling / (workers / {base}), each the median of the rounds' own ratios (spread = (max - min) / median of "
+        f"the efficiency over rounds); {ESTIMATE_EPOCHS} epochs of {IMAGENET_TRAIN_IMAGES:,} images (ImageNet-1k) "
+        "at that rate."
     )
 
 
@@ -516,28 +680,41 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
     from rn50.bench.report import plot_lines, write_table
 
     stem = out / result_stem(report)
+    done = f"{len(report.launches)} of {report.planned} launches" if report.planned else ""
+    partial = [f"PARTIAL: {done} finished"] if report.planned and len(report.launches) < report.planned else []
     paths = write_table(
         report.rows,
         COLUMNS,
         stem,
         "rn50 bench train: training img/s by worker count, mixed vs full precision",
         report.env,
-        notes=[report.caption],
-        extra={"config": report.config, "precisions": [asdict(p) for p in report.precisions]},
+        notes=[*partial, *report.flags, report.caption],
+        extra={
+            "config": report.config,
+            "precisions": [asdict(p) for p in report.precisions],
+            "flags": report.flags,
+            "complete": not partial,
+            "launches": report.launches,
+        },
     )
     gpus = [r["gpus"] for r in report.rows]
-    series = {}
+    series, refs = {}, {}
     for p in report.precisions:
-        series[f"{p.kind} ({p.name})"] = (gpus, [r[f"{p.kind}_img_s"] for r in report.rows])
+        pts = [(r["gpus"], r[f"{p.kind}_img_s"]) for r in report.rows if f"{p.kind}_img_s" in r]
+        series[f"{p.kind} ({p.name})"] = ([g for g, _ in pts], [v for _, v in pts])
         per_worker = report.rows[0][f"{p.kind}_img_s"] / report.rows[0]["gpus"]
-        series[f"{p.kind}: linear scaling"] = (gpus, [per_worker * g for g in gpus])
+        refs[f"linear scaling of {p.kind} (reference)"] = (gpus, [per_worker * g for g in gpus])
+    unit = "GPUs" if report.config["device"] == "cuda" else "worker processes"
+    device = report.env.get("gpus", [{}])[0].get("name") if report.env.get("gpus") else report.env.get("cpu", "CPU")
     paths["png"] = plot_lines(
         series,
         stem.with_name(stem.name + ".png"),
-        "GPUs" if report.config["device"] == "cuda" else "worker processes",
+        unit,
         "img/s",
-        f"ResNet-50 v1.5 training, batch {report.config['batch']} per worker",
+        f"ResNet-50 v1.5 training, {report.config['image_size']} px, batch {report.config['batch']} per worker, "
+        f"on {device}",
         logx=True,
+        references=refs,
     )
     return {k: str(v) for k, v in paths.items()}
 

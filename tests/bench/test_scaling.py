@@ -3,6 +3,10 @@
 import csv
 import json
 import os
+import signal
+import subprocess
+import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -19,6 +23,7 @@ from rn50.launch import LaunchResult
 from tests.conftest import run_cli
 
 TINY = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32", "--num-classes", "10"]
+TINY += ["--rounds", "1"]
 
 
 @pytest.fixture(autouse=True)
@@ -44,7 +49,7 @@ def processes_mentioning(text: str) -> list[str]:
 
 
 def tiny_config(out: Path, **kw) -> TrainBenchConfig:
-    base = dict(device="cpu", batch=2, warmup=1, iters=2, image_size=32, num_classes=10, out=out, timeout=240)
+    base = dict(device="cpu", batch=2, warmup=1, iters=2, image_size=32, num_classes=10, out=out, timeout=240, rounds=1)
     base.update(kw)
     return TrainBenchConfig(**base)
 
@@ -124,43 +129,56 @@ def test_failed_rank_names_the_cause_not_its_consequence():
 
 
 def test_one_and_two_process_gloo_sweep_writes_a_well_formed_table(tmp_path):
-    res = run_cli(["bench", "train", *TINY, "--gpus", "2", "--out", tmp_path])
+    res = run_cli(["bench", "train", *TINY, "--rounds", "2", "--gpus", "2", "--out", tmp_path])
     assert res.exit_code == 0, res.output
     header = (
-        "| GPUs | mixed img/s | full img/s | mixed speedup | mixed weak scaling | full weak scaling "
-        "| mixed 90 epochs (h) | full 90 epochs (h) |"
+        "| GPUs | mixed img/s | full img/s | mixed speedup | mixed weak scaling | full weak scaling | mixed efficiency "
+        "| full efficiency | spread | mixed 90 epochs (h) | full 90 epochs (h) | flags |"
     )
     assert header in res.output
+    # 2 iterations in a fraction of a second: every row says so, on screen and in every file.
+    assert "flag: SHORT WINDOW" in res.output and "FEW ITERATIONS" in res.output
 
     (js,) = tmp_path.glob("train-bf16-fp32-bs2-torch*-cpu.json")
     result = json.loads(js.read_text())
     rows = result["rows"]
     assert [r["gpus"] for r in rows] == [1, 2]
     assert result["precisions"][0]["name"] == "bf16" and "falls back to bf16" in result["precisions"][0]["note"]
+    # Two interleaved rounds, the order rotated: 1, 2 then 2, 1.
+    assert [(x["round"], x["world_size"]) for x in result["launches"]] == [(1, 1), (1, 2), (2, 2), (2, 1)]
+    runs = {(x["round"], x["world_size"]): x["precisions"] for x in result["launches"]}
     for row in rows:
+        n = row["gpus"]
         for kind, prec in (("mixed", "bf16"), ("full", "fp32")):
             assert row[f"{kind}_precision"] == prec  # what the trainer's step really ran
-            # img/s is global images over the timed wall time: 2 iterations x batch 2 x workers.
-            assert row[f"{kind}_global_images"] == 2 * 2 * row["gpus"]
-            assert row[f"{kind}_img_s"] == pytest.approx(row[f"{kind}_global_images"] / row[f"{kind}_seconds"])
+            # img/s is global images over the timed wall time (2 iterations x batch 2 x workers), median of rounds.
+            assert row[f"{kind}_global_images"] == 2 * (2 * 2 * n)
+            rates = [runs[(r, n)][prec]["global_images"] / runs[(r, n)][prec]["seconds"] for r in (1, 2)]
+            assert row[f"{kind}_img_s"] == pytest.approx(sum(rates) / 2)
             assert row[f"{kind}_final_loss"] == pytest.approx(row[f"{kind}_final_loss"])  # finite, not NaN
-            per_worker = rows[0][f"{kind}_img_s"]
-            assert row[f"{kind}_weak_scaling"] == pytest.approx(row[f"{kind}_img_s"] / per_worker)
+            # Weak scaling is the median of each round's own ratio, not a ratio of medians.
+            ratios = [runs[(r, n)][prec]["img_per_s"] / runs[(r, 1)][prec]["img_per_s"] for r in (1, 2)]
+            assert row[f"{kind}_weak_scaling"] == pytest.approx(sum(ratios) / 2)
+            assert row[f"{kind}_efficiency"] == pytest.approx(row[f"{kind}_weak_scaling"] / n)
             assert row[f"{kind}_90ep_hours"] == pytest.approx(90 * 1_281_167 / row[f"{kind}_img_s"] / 3600)
-        assert row["mixed_speedup"] == pytest.approx(row["mixed_img_s"] / row["full_img_s"])
+        speedups = [runs[(r, n)]["bf16"]["img_per_s"] / runs[(r, n)]["fp32"]["img_per_s"] for r in (1, 2)]
+        assert row["mixed_speedup"] == pytest.approx(sum(speedups) / 2)
         assert len(row["rank_seconds"]) == row["gpus"]  # every rank reported its own timing
         assert Path(row["logs"], "rank0.log").exists()
+        assert "SHORT WINDOW" in row["flags"]
     assert rows[0]["mixed_weak_scaling"] == pytest.approx(1.0)
     assert result["env"]["packages"]["torch"] and "loadavg" in result["env"]
+    assert result["complete"] and any("SHORT WINDOW" in f for f in result["flags"])
 
     md = js.with_suffix(".md").read_text()
-    assert header in md and "bf16" in md
+    assert header in md and "bf16" in md and "SHORT WINDOW" in md
     table = [line for line in md.splitlines() if line.startswith("| ")]
-    assert len(table) == 3 and all(line.count("|") == 9 for line in table)
+    assert len(table) == 3 and all(line.count("|") == 13 for line in table)
     with open(js.with_suffix(".csv")) as f:
         csv_rows = list(csv.DictReader(f))
     assert [int(r["gpus"]) for r in csv_rows] == [1, 2]
     assert float(csv_rows[1]["full_img_s"]) == pytest.approx(rows[1]["full_img_s"])
+    assert "SHORT WINDOW" in csv_rows[1]["flags"]
     assert js.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert not processes_mentioning(str(tmp_path))
 
@@ -222,4 +240,38 @@ def test_gpu_sweep_runs_fp16_and_tf32_through_nccl(tmp_path):
     for row in rows:
         assert row["mixed_precision"] == "fp16" and row["full_precision"] == ("tf32" if ampere else "fp32")
         assert row["mixed_max_memory_gib"] > 0 and row["mixed_img_s"] > 0
+    assert not processes_mentioning(str(tmp_path))
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_sweep_keeps_the_finished_launches_and_says_where(tmp_path, signum):
+    # A real signal to the whole process group, as Ctrl-C (SIGINT) or a scheduler (SIGTERM) sends it, once the first
+    # launch's tables are on disk.
+    args = [*TINY, "--gpus", "2", "--rounds", "2", "--precision", "fp32", "--out", str(tmp_path)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rn50", "bench", "train", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 180
+        while not list(tmp_path.glob("train-*.md")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.2)
+        assert list(tmp_path.glob("train-*.md")), "the first launch wrote no table"
+        os.killpg(proc.pid, signum)
+        out, _ = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signum, out
+    assert "partial results" in out and "Traceback" not in out
+    where = Path(out.split("partial results (")[1].split(" in ", 1)[1].split()[0])
+    result = json.loads(where.with_suffix(".json").read_text())
+    assert not result["complete"] and 1 <= len(result["launches"]) < 4
+    assert "PARTIAL" in where.read_text()
     assert not processes_mentioning(str(tmp_path))
