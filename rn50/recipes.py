@@ -16,7 +16,7 @@ from rn50.errors import UserError
 PRECISIONS = ("fp16", "bf16", "tf32", "fp32")
 MEMORY_FORMATS = ("channels_last", "contiguous")
 LR_SCHEDULES = ("cosine", "linear", "step")
-DATA_BACKENDS = ("dali-gpu", "dali-cpu", "pytorch", "synthetic")
+DATA_BACKENDS = ("dali-gpu", "dali-cpu", "pytorch-gpu", "pytorch", "synthetic")
 CONV_INITS = ("fan_in", "fan_out")
 
 

@@ -18,7 +18,7 @@ from rn50.errors import UserError
 
 log = logging.getLogger("rn50.bench")
 
-BACKENDS = ("pytorch", "dali-cpu", "dali-gpu")
+BACKENDS = ("pytorch", "pytorch-gpu", "dali-cpu", "dali-gpu")
 
 
 @dataclass(frozen=True)
@@ -74,6 +74,9 @@ class BackendResult:
     batch_shape: list[int] | None = None  # of the last batch, as the model receives it
     batch_dtype: str | None = None
     vs_ceiling: float | None = None
+    # pytorch-gpu: main-process milliseconds per image spent in the batched decode and in crop/resize/normalise
+    decode_ms_per_image: float | None = None
+    augment_ms_per_image: float | None = None
 
 
 @dataclass
@@ -123,8 +126,9 @@ def skip_reason(backend: str, device: str) -> str | None:
     return None
 
 
-def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any]:
-    """(images, seconds, setup seconds, epoch restarts, last batch) for `iters` batches after `warmup` (>= 1)."""
+def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any, dict[str, float]]:
+    """(images, seconds, setup seconds, epoch restarts, last batch, the loader's own `timings` over the timed
+    batches where it keeps them) for `iters` batches after `warmup` (>= 1)."""
     import torch
 
     def sync():
@@ -152,13 +156,16 @@ def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, fl
     sync()
     setup = time.perf_counter() - t0
     restarts_before = epoch
+    own_before = dict(getattr(loader, "timings", {}))
     images = 0
     start = time.perf_counter()
     for _ in range(iters):
         x, _ = next(it)
         images += x.shape[0]
     sync()
-    return images, time.perf_counter() - start, setup, epoch - restarts_before, x
+    seconds = time.perf_counter() - start
+    own = {k: v - own_before[k] for k, v in getattr(loader, "timings", {}).items() if k in own_before}
+    return images, seconds, setup, epoch - restarts_before, x, own
 
 
 def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
@@ -195,7 +202,12 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 raise
             report.results.append(BackendResult(backend, "skipped", str(e)))
             continue
-        images, seconds, setup, restarts, last = time_loader(loader, cfg.warmup, cfg.iters, device)
+        images, seconds, setup, restarts, last, own = time_loader(loader, cfg.warmup, cfg.iters, device)
+        per_image = {
+            f"{k.removesuffix('_s')}_ms_per_image": 1000 * own[k] / own["images"]
+            for k in ("decode_s", "augment_s")
+            if own.get("images")
+        }
         cores = None if backend == "synthetic" else max(1, cfg.workers)
         rate = images / seconds
         report.results.append(
@@ -211,6 +223,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 epochs=restarts,
                 batch_shape=list(last.shape),
                 batch_dtype=str(last.dtype).replace("torch.", ""),
+                **per_image,
             )
         )
         loader.close()
@@ -244,7 +257,7 @@ def time_train_step(recipe, device, warmup: int, iters: int) -> dict[str, Any]:
     state = build_state(recipe, device, distributed=False)
     loader = SyntheticLoader(recipe, device, batches=max(1, warmup) + iters)
     stepped = _Stepped(loader, lambda x, y: train_step(state, x, y))
-    images, seconds, _, _, _ = time_loader(stepped, warmup, iters, device)
+    images, seconds, _, _, _, _ = time_loader(stepped, warmup, iters, device)
     del stepped
     if device.type == "cuda":
         torch.cuda.empty_cache()
@@ -288,6 +301,11 @@ def table_rows(report: DataBenchReport) -> list[dict[str, Any]]:
             note = f"{r.images} images in {r.seconds:.2f} s"
             if r.epochs:
                 note += f"; {r.epochs} epoch restart(s) timed (small dataset)"
+            if r.decode_ms_per_image is not None:
+                note += (
+                    f"; main process per image: batched decode {r.decode_ms_per_image:.2f} ms, crop/resize/normalise "
+                    f"{r.augment_ms_per_image:.2f} ms"
+                )
         rows.append({**asdict(r), "note": note if r.status == "ok" else f"skipped: {note}"})
     return rows
 

@@ -116,6 +116,10 @@ def make_loader(
         from rn50.data.torch_loader import TorchLoader
 
         return TorchLoader(files, recipe, device, rank, world_size, seed, workers, accumulation)
+    if backend == "pytorch-gpu":
+        from rn50.data.gpu_decode import GpuDecodeLoader
+
+        return GpuDecodeLoader(files, recipe, device, rank, world_size, seed, workers, accumulation)
     if backend == "dali-gpu" and device.type != "cuda":
         raise UserError("--data-backend dali-gpu needs a CUDA GPU; use dali-cpu or pytorch on CPU")
     from rn50.data.dali import DaliLoader

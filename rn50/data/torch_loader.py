@@ -181,16 +181,23 @@ class TorchLoader:
         _OPEN.add(self)
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
-            ImageDataset(files, recipe, self.train),
+            self._dataset(files, recipe),
             batch_sampler=_EpochBatches(self),
             num_workers=workers,
-            collate_fn=collate,
+            collate_fn=self._collate(),
             pin_memory=pin,
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0,
             prefetch_factor=4 if workers else None,
         )
         self.num_samples = self.shards.num_samples()
+
+    def _dataset(self, files: FileList, recipe: Recipe) -> torch.utils.data.Dataset:
+        """What the workers do per sample (here: decode and augment; the pytorch-gpu backend only reads)."""
+        return ImageDataset(files, recipe, self.train)
+
+    def _collate(self):
+        return collate
 
     def __len__(self) -> int:
         return len(self.shards)
@@ -221,7 +228,8 @@ class TorchLoader:
         self._note_bad(batch[2])
         return len(batch[1]) >= self._min_batch
 
-    def _to_device(self, batch) -> tuple[Tensor, Tensor]:
+    def _to_device(self, batch) -> tuple[Tensor, Tensor] | None:
+        """The batch ready for the model; None if it turned out too small to train on."""
         images, labels, _ = batch
         return (
             normalize_on_device(images, self.device, self.memory_format),
@@ -231,8 +239,8 @@ class TorchLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         if self.device.type != "cuda":
             for batch in _start(self.loader):
-                if self._usable(batch):
-                    yield self._to_device(batch)
+                if self._usable(batch) and (ready := self._to_device(batch)) is not None:
+                    yield ready
             return
         # CUDA: copy and normalise batch k+1 on a side stream while the model runs batch k.
         stream = torch.cuda.Stream(self.device)
@@ -242,6 +250,8 @@ class TorchLoader:
                 continue
             with torch.cuda.stream(stream):
                 ready = self._to_device(batch)
+            if ready is None:
+                continue
             if pending is not None:
                 yield pending
             torch.cuda.current_stream(self.device).wait_stream(stream)

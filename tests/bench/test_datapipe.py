@@ -15,8 +15,8 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     assert res.exit_code == 0, res.output
     report = json.loads(res.stdout)
     by = {r["backend"]: r for r in report["results"]}
-    assert list(by) == ["synthetic", "pytorch", "dali-cpu", "dali-gpu"]
-    for name in ("pytorch", "dali-cpu"):
+    assert list(by) == ["synthetic", "pytorch", "pytorch-gpu", "dali-cpu", "dali-gpu"]
+    for name in ("pytorch", "pytorch-gpu", "dali-cpu"):
         r = by[name]
         assert r["status"] == "ok", r
         assert r["images"] == 4 * 8 and r["cores"] == 2
@@ -26,6 +26,11 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
         assert r["img_per_s_per_core"] == pytest.approx(r["img_per_s"] / 2)
         assert r["vs_ceiling"] == pytest.approx(r["img_per_s"] / by["synthetic"]["img_per_s"])
     assert by["synthetic"]["status"] == "ok" and by["synthetic"]["cores"] is None
+    # pytorch-gpu (decoding on the CPU here) splits its main-process time into the batched decode and the rest
+    gpu = by["pytorch-gpu"]
+    assert gpu["decode_ms_per_image"] > 0 and gpu["augment_ms_per_image"] > 0
+    assert (gpu["decode_ms_per_image"] + gpu["augment_ms_per_image"]) * gpu["images"] <= 1000 * gpu["seconds"]
+    assert by["pytorch"]["decode_ms_per_image"] is None  # its workers decode: nothing to split in the main process
     if not torch.cuda.is_available():
         assert by["dali-gpu"]["status"] == "skipped" and "CUDA" in by["dali-gpu"]["reason"]
     assert "loadavg" in report["env"]

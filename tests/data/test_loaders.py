@@ -17,7 +17,7 @@ from rn50.recipes import get_recipe
 from tests.data.images import CORRUPT, UNUSUAL, write_corrupt, write_unusual
 
 RECIPE = get_recipe("sample-cpu").replace(batch_size=4, image_size=32, memory_format="channels_last")
-BACKENDS = ["pytorch", "dali-cpu"]
+BACKENDS = ["pytorch", "dali-cpu", "pytorch-gpu"]  # pytorch-gpu decodes on the CPU here
 
 
 @pytest.fixture(scope="module")

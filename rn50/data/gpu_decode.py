@@ -1,0 +1,258 @@
+"""The `pytorch-gpu` backend: JPEG decoding on the GPU with nothing beyond torch and torchvision.
+
+DataLoader workers only read files (bytes, trimmed and checked like the DALI backends do, plus the EXIF orientation
+from the header). The main process decodes each batch with one batched `torchvision.io.decode_jpeg(..., device=)`
+call (nvJPEG on CUDA, using the hardware JPEG decoder of A100/H100 where present), then crops, resizes, flips,
+normalises and lays out the batch on the device: train takes each sample's random-resized-crop window and flip from
+its augmentation seed (the rule every backend shares), val resizes the shorter side and centre-crops.
+
+Files nvJPEG cannot take (a PNG named .JPEG, CMYK, grayscale or 12-bit JPEGs) are decoded on the CPU instead, so
+no valid image is skipped; a file nobody can decode is listed in `bad_files` and, in training, replaced by its
+stand-in (`refill_candidates`) as in the other backends. Everything but the decode call runs on any device: with
+`device="cpu"` the decode is libjpeg-turbo's, and the batches are bitwise those of the `pytorch` backend.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import time
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from rn50.data.batches import normalize_on_device, refill_candidates
+from rn50.data.dali import EXIF_ORIENTATION, read_encoded
+from rn50.data.torch_loader import TorchLoader, decode_rgb
+from rn50.data.transforms import center_crop_box, random_resized_crop_box
+
+# Start-of-frame markers nvJPEG decodes: baseline, extended sequential and progressive Huffman-coded JPEGs.
+GPU_SOF = (0xC0, 0xC1, 0xC2)
+_NO_LENGTH = {0x01, *range(0xD0, 0xD8)}  # standalone markers (TEM, RSTn) carry no segment length
+
+
+def jpeg_frame(data: bytes) -> tuple[int, int, int] | None:
+    """(SOF marker, sample precision, components) of a JPEG's frame header, or None if there is none before the
+    scan starts (not a JPEG, or a broken one)."""
+    if not data.startswith(b"\xff\xd8"):
+        return None
+    pos, n = 2, len(data)
+    while pos + 4 <= n:
+        if data[pos] != 0xFF:
+            pos += 1  # junk between segments: decoders skip to the next marker
+            continue
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _NO_LENGTH:
+            pos += 2
+            continue
+        length = int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            if pos + 10 > n:
+                return None
+            return marker, data[pos + 4], data[pos + 9]
+        if marker == 0xDA:  # start of scan before any frame header
+            return None
+        pos += 2 + length
+    return None
+
+
+def gpu_decodable(data: bytes) -> bool:
+    """True for the JPEGs nvJPEG decodes to RGB: 8-bit, three components (YCbCr), baseline or progressive."""
+    frame = jpeg_frame(data)
+    return frame is not None and frame[0] in GPU_SOF and frame[1] == 8 and frame[2] == 3
+
+
+def exif_orientation(data: bytes) -> int:
+    """The EXIF orientation (1-8) in the image's header; 1 where there is none or it cannot be read."""
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            value = im.getexif().get(EXIF_ORIENTATION, 1)
+    except Exception:  # noqa: BLE001 - PIL raises many types; decoders ignore an unreadable EXIF block too
+        return 1
+    return value if isinstance(value, int) and 1 <= value <= 8 else 1
+
+
+def orient(image: Tensor, orientation: int) -> Tensor:
+    """A CHW image as EXIF `orientation` says it is to be shown (PIL's `ImageOps.exif_transpose` on a tensor)."""
+    if orientation == 2:
+        return image.flip(-1)
+    if orientation == 3:
+        return image.flip(-1).flip(-2)
+    if orientation == 4:
+        return image.flip(-2)
+    if orientation == 5:
+        return image.transpose(-1, -2)
+    if orientation == 6:
+        return image.rot90(-1, (-2, -1))  # 90 degrees clockwise
+    if orientation == 7:
+        return image.transpose(-1, -2).flip(-1).flip(-2)
+    if orientation == 8:
+        return image.rot90(1, (-2, -1))  # 90 degrees counter-clockwise
+    return image
+
+
+class EncodedDataset(torch.utils.data.Dataset):
+    """Items are (index, augmentation seed) -> (encoded sample or None, label, [(bad path, reason), ...]).
+
+    An encoded sample is a dict: the bytes (uint8 tensor), whether nvJPEG takes them, the EXIF orientation, path,
+    label, file index and seed. In training a file that cannot be an image is replaced by its first good stand-in."""
+
+    def __init__(self, files, train: bool) -> None:
+        self.files, self.labels, self.train = files.files, files.labels, train
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def __getitem__(self, item: tuple[int, int]):
+        index, aug_seed = item
+        bad: list[tuple[str, str]] = []
+        candidates = [index, *refill_candidates(index, len(self.files))] if self.train else [index]
+        for candidate in candidates:
+            path = self.files[candidate]
+            data, why = read_encoded(path)
+            if data is None:
+                bad.append((path, why))
+                continue
+            return encoded_sample(data, path, self.labels[candidate], candidate, aug_seed), self.labels[candidate], bad
+        return None, None, bad
+
+
+def encoded_sample(data: np.ndarray, path: str, label: int, index: int, seed: int) -> dict[str, Any]:
+    raw = data.tobytes()
+    return {
+        "bytes": torch.from_numpy(data.copy()),
+        "gpu": gpu_decodable(raw),
+        "orientation": exif_orientation(raw),
+        "path": path,
+        "label": label,
+        "index": index,
+        "seed": seed,
+    }
+
+
+def collate_encoded(samples: list) -> tuple[list[dict[str, Any]], Tensor, list[tuple[str, str]]]:
+    good = [s for s in samples if s[0] is not None]
+    bad = [b for s in samples for b in s[2]]
+    return [s[0] for s in good], torch.tensor([s[1] for s in good], dtype=torch.int64), bad
+
+
+class GpuDecodeLoader(TorchLoader):
+    """The `pytorch-gpu` backend (see the module docstring). `timings` accumulates the seconds spent decoding and
+    augmenting (synchronised on CUDA) and the images decoded on the CPU instead, for `rn50 bench data`."""
+
+    def __init__(self, files, recipe, device, rank, world_size, seed, workers, accumulation: int = 1) -> None:
+        self.image_size, self.crop_area, self.crop_ratio = recipe.image_size, recipe.crop_area, recipe.crop_ratio
+        self.hflip = recipe.hflip
+        self.timings = {"decode_s": 0.0, "augment_s": 0.0, "images": 0, "cpu_decoded": 0}
+        super().__init__(files, recipe, device, rank, world_size, seed, workers, accumulation)
+
+    def _dataset(self, files, recipe):
+        return EncodedDataset(files, files.split == "train")
+
+    def _collate(self):
+        return collate_encoded
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def _decode(self, samples: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Tensor]]:
+        """(sample, uint8 RGB CHW image on the device, as it is to be shown) for every sample that decodes; in
+        training one that does not is replaced by its first decodable stand-in, as the workers would have."""
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        out: list[tuple[dict[str, Any], Tensor] | None] = [None] * len(samples)
+        gpu = [i for i, s in enumerate(samples) if s["gpu"]]
+        if gpu:
+            try:  # the one batched call (nvJPEG on CUDA)
+                images = decode_jpeg([samples[i]["bytes"] for i in gpu], mode=ImageReadMode.RGB, device=self.device)
+                for i, image in zip(gpu, images, strict=True):
+                    out[i] = samples[i], orient(image, samples[i]["orientation"])
+            except RuntimeError:  # one broken file fails the whole call: each on its own, the CPU as fallback
+                for i in gpu:
+                    out[i] = self._decode_one(samples[i])
+        for i, s in enumerate(samples):
+            if not s["gpu"]:
+                out[i] = self._cpu_decode(s)
+            if out[i] is None and self.train:
+                out[i] = self._stand_in(s)
+        return [o for o in out if o is not None]
+
+    def _decode_one(self, sample: dict[str, Any]) -> tuple[dict[str, Any], Tensor] | None:
+        from torchvision.io import ImageReadMode, decode_jpeg
+
+        try:
+            image = decode_jpeg(sample["bytes"], mode=ImageReadMode.RGB, device=self.device)
+        except RuntimeError:
+            return self._cpu_decode(sample)  # libjpeg-turbo and PIL take some files nvJPEG refuses
+        return sample, orient(image, sample["orientation"])
+
+    def _cpu_decode(self, sample: dict[str, Any]) -> tuple[dict[str, Any], Tensor] | None:
+        """The pytorch backend's decode (torchvision's CPU decoders, then PIL; EXIF applied, 16-bit scaled)."""
+        try:
+            image = decode_rgb(sample["path"])
+        except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
+            self._note_bad([(sample["path"], f"{type(e).__name__}: {e}".splitlines()[0][:200])])
+            return None
+        if sample["gpu"] or self.device.type == "cuda":
+            self.timings["cpu_decoded"] += 1
+        return sample, image.to(self.device, non_blocking=True)
+
+    def _stand_in(self, sample: dict[str, Any]) -> tuple[dict[str, Any], Tensor] | None:
+        """The first of `sample`'s stand-ins that decodes (on the CPU: this is the rare path), with its seed."""
+        for candidate in refill_candidates(sample["index"], len(self.files.files)):
+            path = self.files.files[candidate]
+            if path in self._bad_set:
+                continue
+            data, why = read_encoded(path)
+            if data is None:
+                self._note_bad([(path, why)])
+                continue
+            stand_in = encoded_sample(data, path, self.files.labels[candidate], candidate, sample["seed"])
+            decoded = self._cpu_decode(stand_in)
+            if decoded is not None:
+                return decoded
+        return None
+
+    def _transform(self, sample: dict[str, Any], image: Tensor) -> Tensor:
+        """The pytorch backend's crop, resize and flip (ImageDataset._transform), on the device."""
+        from torchvision.transforms.v2 import functional as TF
+
+        _, height, width = image.shape
+        if self.train:
+            rng = random.Random(sample["seed"])
+            top, left, h, w = random_resized_crop_box(height, width, rng, self.crop_area, self.crop_ratio)
+            flip = self.hflip and rng.random() < 0.5
+        else:
+            top, left, h, w = center_crop_box(height, width, self.image_size)
+            flip = False
+        image = TF.resize(image[:, top : top + h, left : left + w], [self.image_size, self.image_size], antialias=True)
+        return image.flip(-1) if flip else image
+
+    def _usable(self, batch) -> bool:
+        self._note_bad(batch[2])
+        return len(batch[0]) > 0
+
+    def _to_device(self, batch) -> tuple[Tensor, Tensor] | None:
+        self._sync()
+        t0 = time.perf_counter()
+        decoded = self._decode(batch[0])
+        self._sync()
+        t1 = time.perf_counter()
+        if len(decoded) < self._min_batch:
+            return None  # too small to train on (see min_batch)
+        images = torch.stack([self._transform(s, image) for s, image in decoded])
+        x = normalize_on_device(images, self.device, self.memory_format)
+        labels = torch.tensor([s["label"] for s, _ in decoded], dtype=torch.int64).to(self.device, non_blocking=True)
+        self._sync()
+        self.timings["decode_s"] += t1 - t0
+        self.timings["augment_s"] += time.perf_counter() - t1
+        self.timings["images"] += len(decoded)
+        return x, labels
