@@ -8,7 +8,6 @@ the device. Compare a backend's img/s with `rn50 bench train`'s: below it, data 
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -35,6 +34,7 @@ class DataBenchConfig:
     ceiling: bool = True  # also time the synthetic loader
     step: bool | None = None  # also time the training step on synthetic data (None: on with CUDA, off on CPU)
     recipe: str = "dgxa100-fp16-90"
+    rounds: int = 5  # interleaved rounds: the timed batches are split over them, backends rotated each round
 
     def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -51,6 +51,7 @@ class DataBenchConfig:
         need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
         need(self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
+        need(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         need(self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}")
         need(self.device in (None, "cpu", "cuda"), f"--device must be cuda or cpu, not {self.device!r}")
         if self.device == "cuda":
@@ -73,7 +74,10 @@ class BackendResult:
     epochs: int = 0  # epoch restarts within the timed batches (a small dataset pays pipeline restarts)
     batch_shape: list[int] | None = None  # of the last batch, as the model receives it
     batch_dtype: str | None = None
-    vs_ceiling: float | None = None
+    vs_ceiling: float | None = None  # median over rounds of this backend's img/s over synthetic's in the same round
+    vs_first: float | None = None  # the same against the first backend timed (backend vs backend)
+    vs_first_spread: float | None = None  # (max - min) / median of that ratio over rounds
+    round_img_per_s: list[float] | None = None
     # pytorch-gpu: main-process milliseconds per image spent in the batched decode and in crop/resize/normalise
     decode_ms_per_image: float | None = None
     augment_ms_per_image: float | None = None
@@ -86,6 +90,7 @@ class DataBenchReport:
     results: list[BackendResult] = field(default_factory=list)
     env: dict[str, Any] = field(default_factory=dict)
     step: dict[str, Any] | None = None  # the training step's img/s on synthetic data, when timed
+    flags: list[str] = field(default_factory=list)
 
     @property
     def verdict(self) -> str | None:
@@ -109,6 +114,7 @@ class DataBenchReport:
             "env": self.env,
             "train_step": self.step,
             "verdict": self.verdict,
+            "flags": self.flags,
         }
 
 
@@ -126,52 +132,78 @@ def skip_reason(backend: str, device: str) -> str | None:
     return None
 
 
-def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any, dict[str, float]]:
-    """(images, seconds, setup seconds, epoch restarts, last batch, the loader's own `timings` over the timed
-    batches where it keeps them) for `iters` batches after `warmup` (>= 1)."""
-    import torch
+class _Stream:
+    """A loader's batches across epoch ends, taken a few at a time (one interleaved round after another)."""
 
-    def sync():
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
+    def __init__(self, loader, device) -> None:
+        self.loader, self.device, self.epoch = loader, device, 0
+        self.it = self._batches()
 
-    epoch = 0
-
-    def batches():
-        nonlocal epoch
+    def _batches(self):
         while True:
-            loader.set_epoch(epoch)
+            self.loader.set_epoch(self.epoch)
             got = False
-            for batch in loader:
+            for batch in self.loader:
                 got = True
                 yield batch
             if not got:
                 raise UserError("the loader yields no batch: the split has fewer images than one batch; lower --batch")
-            epoch += 1
+            self.epoch += 1
 
-    it = batches()
-    t0 = time.perf_counter()
-    for _ in range(max(1, warmup)):  # the first batch includes start-up: never timed
-        next(it)
-    sync()
-    setup = time.perf_counter() - t0
-    restarts_before = epoch
-    own_before = dict(getattr(loader, "timings", {}))
-    images = 0
-    start = time.perf_counter()
-    for _ in range(iters):
-        x, _ = next(it)
-        images += x.shape[0]
-    sync()
-    seconds = time.perf_counter() - start
-    own = {k: v - own_before[k] for k, v in getattr(loader, "timings", {}).items() if k in own_before}
-    return images, seconds, setup, epoch - restarts_before, x, own
+    def sync(self) -> None:
+        if self.device.type == "cuda":
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def take(self, n: int) -> float:
+        """`n` untimed batches; their seconds."""
+        t0 = time.perf_counter()
+        for _ in range(n):
+            next(self.it)
+        self.sync()
+        return time.perf_counter() - t0
+
+    def timed(self, n: int) -> tuple[int, float, int, Any, dict[str, float]]:
+        """(images, seconds, epoch restarts, last batch, the loader's own `timings` deltas) over `n` batches."""
+        restarts_before = self.epoch
+        own_before = dict(getattr(self.loader, "timings", {}))
+        images = 0
+        start = time.perf_counter()
+        for _ in range(n):
+            x, _ = next(self.it)
+            images += x.shape[0]
+        self.sync()
+        seconds = time.perf_counter() - start
+        own = {k: v - own_before[k] for k, v in getattr(self.loader, "timings", {}).items() if k in own_before}
+        return images, seconds, self.epoch - restarts_before, x, own
+
+
+def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any, dict[str, float]]:
+    """(images, seconds, setup seconds, epoch restarts, last batch, the loader's own `timings` over the timed
+    batches where it keeps them) for `iters` batches after `warmup` (>= 1)."""
+    stream = _Stream(loader, device)
+    setup = stream.take(max(1, warmup))  # the first batch includes start-up: never timed
+    images, seconds, restarts, last, own = stream.timed(iters)
+    return images, seconds, setup, restarts, last, own
+
+
+def _split(iters: int, rounds: int) -> list[int]:
+    """`iters` batches over at most `rounds` rounds, as evenly as whole batches allow."""
+    rounds = min(rounds, iters)
+    return [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
 
 
 def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
-    """Time each backend's train loader (and the synthetic ceiling) on `cfg.data`."""
+    """Time each backend's train loader (and the synthetic ceiling) on `cfg.data`, in interleaved rounds.
+
+    Every loader is built and warmed first; then each round times every backend for its share of `iters` batches,
+    the order rotated round by round. A round starts with a few untimed batches per backend: the queue a
+    prefetching loader filled while the others ran was made in their time, not its own. Img/s is a backend's images
+    over its timed seconds; the ratios (of synthetic, vs the first backend) are medians of per-round ratios."""
     import torch
 
+    from rn50.bench.timing import LoadWatch, load_flags, ratio_stats, spread_flag, window_flags
     from rn50.data.loaders import make_loader
     from rn50.env import capture_env
     from rn50.recipes import get_recipe
@@ -183,64 +215,83 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     config = asdict(cfg)
     config.update(data=str(cfg.data), backends=list(cfg.backends))
     report = DataBenchReport(config=config, device=str(device))
-    load_before = os.getloadavg()
+    watch = LoadWatch()
     order = (["synthetic"] if cfg.ceiling else []) + list(dict.fromkeys(cfg.backends))
-    for backend in order:
-        reason = None if backend == "synthetic" else skip_reason(backend, device_kind)
-        if reason:
-            report.results.append(BackendResult(backend, "skipped", reason))
-            log.info("%s: skipped (%s)", backend, reason)
-            continue
-        recipe = base.replace(data_backend=backend)
-        try:
-            # The classifier size does not change the loader; the dataset's class count must fit the recipe.
-            loader = make_loader(
-                None if backend == "synthetic" else cfg.data, cfg.split, recipe, backend, device, workers=cfg.workers
-            )
-        except UserError as e:
-            if backend == "synthetic":
-                raise
-            report.results.append(BackendResult(backend, "skipped", str(e)))
-            continue
-        images, seconds, setup, restarts, last, own = time_loader(loader, cfg.warmup, cfg.iters, device)
-        per_image = {
-            f"{k.removesuffix('_s')}_ms_per_image": 1000 * own[k] / own["images"]
-            for k in ("decode_s", "augment_s")
-            if own.get("images")
-        }
-        cores = None if backend == "synthetic" else max(1, cfg.workers)
-        rate = images / seconds
-        report.results.append(
-            BackendResult(
-                backend,
-                "ok",
-                img_per_s=rate,
-                cores=cores,
-                img_per_s_per_core=rate / cores if cores else None,
-                images=images,
-                seconds=seconds,
-                setup_seconds=setup,
-                epochs=restarts,
-                batch_shape=list(last.shape),
-                batch_dtype=str(last.dtype).replace("torch.", ""),
-                **per_image,
-            )
-        )
-        loader.close()
-        del loader, last
-        log.info("%s: %.1f img/s", backend, rate)
-    ceiling = next((r.img_per_s for r in report.results if r.backend == "synthetic"), None)
-    for r in report.results:
-        if ceiling and r.img_per_s is not None and r.backend != "synthetic":
-            r.vs_ceiling = r.img_per_s / ceiling
-    if not any(r.status == "ok" and r.backend != "synthetic" for r in report.results):
+    streams: dict[str, _Stream] = {}
+    results: dict[str, BackendResult] = {}
+    try:
+        for backend in order:
+            reason = None if backend == "synthetic" else skip_reason(backend, device_kind)
+            if reason:
+                results[backend] = BackendResult(backend, "skipped", reason)
+                log.info("%s: skipped (%s)", backend, reason)
+                continue
+            recipe = base.replace(data_backend=backend)
+            try:
+                # The classifier size does not change the loader; the dataset's class count must fit the recipe.
+                root = None if backend == "synthetic" else cfg.data
+                loader = make_loader(root, cfg.split, recipe, backend, device, workers=cfg.workers)
+            except UserError as e:
+                if backend == "synthetic":
+                    raise
+                results[backend] = BackendResult(backend, "skipped", str(e))
+                continue
+            streams[backend] = _Stream(loader, device)
+            cores = None if backend == "synthetic" else max(1, cfg.workers)
+            results[backend] = BackendResult(backend, "ok", cores=cores, round_img_per_s=[])
+            results[backend].setup_seconds = streams[backend].take(max(1, cfg.warmup))
+        names = list(streams)
+        own: dict[str, dict[str, float]] = {n: {} for n in names}
+        settle = max(2, 2 * cfg.workers)  # a DataLoader's prefetch (2 per worker) or DALI's queue
+        for r, n_iters in enumerate(_split(cfg.iters, cfg.rounds)):
+            for k in range(len(names)):
+                name = names[(r + k) % len(names)]
+                stream, res = streams[name], results[name]
+                stream.take(settle if len(names) > 1 else 0)
+                images, seconds, restarts, last, mine = stream.timed(n_iters)
+                res.images += images
+                res.seconds = (res.seconds or 0.0) + seconds
+                res.epochs += restarts
+                res.round_img_per_s.append(images / seconds)
+                res.batch_shape, res.batch_dtype = list(last.shape), str(last.dtype).replace("torch.", "")
+                for key, v in mine.items():
+                    own[name][key] = own[name].get(key, 0.0) + v
+                del last
+    finally:
+        for stream in streams.values():
+            stream.loader.close()
+    for name in names:
+        res = results[name]
+        res.img_per_s = res.images / res.seconds
+        res.img_per_s_per_core = res.img_per_s / res.cores if res.cores else None
+        if own[name].get("images"):
+            for key in ("decode_s", "augment_s"):
+                if key in own[name]:
+                    setattr(res, f"{key.removesuffix('_s')}_ms_per_image", 1000 * own[name][key] / own[name]["images"])
+        log.info("%s: %.1f img/s", name, res.img_per_s)
+    report.results = [results[b] for b in order]
+    real = [n for n in names if n != "synthetic"]
+    if not real:
         why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")
         raise UserError(f"no data backend could run here ({why})")
+    flags: list[str] = []
+    for name in real:
+        res = results[name]
+        if "synthetic" in results and results["synthetic"].status == "ok":
+            ceil = results["synthetic"].round_img_per_s
+            res.vs_ceiling = ratio_stats([a / b for a, b in zip(res.round_img_per_s, ceil, strict=True)])["ratio"]
+        flags += window_flags(name, res.seconds, cfg.iters)
+        if name != real[0]:
+            first = results[real[0]].round_img_per_s
+            stats = ratio_stats([a / b for a, b in zip(res.round_img_per_s, first, strict=True)])
+            res.vs_first, res.vs_first_spread = stats["ratio"], stats["ratio_spread"]
+            flags += spread_flag(f"{name} vs {real[0]}", stats)
     if cfg.step if cfg.step is not None else device.type == "cuda":
         report.step = time_train_step(base, device, cfg.warmup, cfg.iters)
     report.env = capture_env()
-    report.env["loadavg_before"] = list(load_before)
-    report.env["loadavg"] = list(os.getloadavg())
+    load = watch.summary()
+    report.env.update(loadavg_before=load["loadavg_before"], loadavg=load["loadavg_after"], load=load)
+    report.flags = flags + load_flags(load)
     return report
 
 
@@ -285,6 +336,8 @@ COLUMNS = (
     ("cores", "cores"),
     ("img_per_s_per_core", "img/s per core"),
     ("vs_ceiling", "of synthetic"),
+    ("vs_first", "vs first"),
+    ("vs_first_spread", "spread"),
     ("note", "note"),
 )
 
@@ -319,8 +372,11 @@ def write_outputs(report: DataBenchReport, out: Path) -> dict[str, str]:
     notes = [
         f"{c['data']} ({c['split']} split, train augmentation: random resized crop, flip, normalise) at "
         f"{c['image_size']} px, batch {c['batch']}, {c['workers']} workers/threads, {c['iters']} timed batches after "
-        f"{c['warmup']} warmup, on {report.device}; cores = workers or DALI threads used."
+        f"{c['warmup']} warmup, on {report.device}; cores = workers or DALI threads used. The timed batches are "
+        f"split over {c['rounds']} interleaved rounds (backends rotated each round); 'of synthetic' and 'vs first' "
+        "(this backend over the first one listed) are medians of per-round ratios, spread = (max - min) / median."
     ]
+    notes += report.flags
     if report.verdict:
         notes.append(report.verdict)
     paths = write_table(

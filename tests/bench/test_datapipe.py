@@ -8,6 +8,7 @@ import torch
 from tests.conftest import run_cli
 
 SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--image-size", "32", "--device", "cpu"]
+SMALL += ["--rounds", "3"]
 
 
 def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sample_dir, tmp_path):
@@ -24,7 +25,10 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
         assert r["batch_shape"] == [8, 3, 32, 32] and r["batch_dtype"] == "float32"
         assert r["img_per_s"] == pytest.approx(r["images"] / r["seconds"])
         assert r["img_per_s_per_core"] == pytest.approx(r["img_per_s"] / 2)
-        assert r["vs_ceiling"] == pytest.approx(r["img_per_s"] / by["synthetic"]["img_per_s"])
+        # Interleaved rounds (4 batches over 3 rounds: 2 + 1 + 1): ratios are medians of the rounds' own ratios.
+        assert len(r["round_img_per_s"]) == 3
+        rounds = sorted(a / b for a, b in zip(r["round_img_per_s"], by["synthetic"]["round_img_per_s"], strict=True))
+        assert r["vs_ceiling"] == pytest.approx(rounds[1])
     assert by["synthetic"]["status"] == "ok" and by["synthetic"]["cores"] is None
     # pytorch-gpu (decoding on the CPU here) splits its main-process time into the batched decode and the rest
     gpu = by["pytorch-gpu"]
@@ -34,6 +38,11 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     if not torch.cuda.is_available():
         assert by["dali-gpu"]["status"] == "skipped" and "CUDA" in by["dali-gpu"]["reason"]
     assert "loadavg" in report["env"]
+    first = by["pytorch"]["round_img_per_s"]
+    vs = sorted(a / b for a, b in zip(by["dali-cpu"]["round_img_per_s"], first, strict=True))
+    assert by["dali-cpu"]["vs_first"] == pytest.approx(vs[1]) and by["pytorch"]["vs_first"] is None
+    # 4 batches of 8 tiny images take far under a second: flagged, with what to do.
+    assert any(f.startswith("SHORT WINDOW: pytorch") and "--iters" in f for f in report["flags"])
     # The trainer's step on synthetic data, so the user sees whether loading or compute limits training.
     step = report["train_step"]
     assert step["precision"] == "fp32" and step["images"] == 4 * 8
@@ -41,7 +50,8 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     assert report["verdict"].startswith(("compute-bound", "input-bound"))
     (md,) = tmp_path.glob("data-bs8-w2-32px-cpu.md")
     text = md.read_text()
-    assert "| backend | img/s | cores | img/s per core | of synthetic | note |" in text
+    assert "| backend | img/s | cores | img/s per core | of synthetic | vs first | spread | note |" in text
+    assert "SHORT WINDOW" in text
     assert "skipped" in text or torch.cuda.is_available()
     assert "| train step |" in text
     assert json.loads(md.with_suffix(".json").read_text())["results"][1]["backend"] == "pytorch"
