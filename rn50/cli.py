@@ -89,8 +89,11 @@ def root(
 def recipes(
     name: Annotated[str | None, typer.Argument(help="A recipe name; omit to list them all.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    wide: Annotated[
+        bool, typer.Option("--wide", help="Every column (precision, schedule, smoothing, size, backend...).")
+    ] = False,
 ) -> None:
-    """List the training recipes, or print every field of one."""
+    """List the training recipes (fits 80 columns; --wide for all), or print every field of one."""
     from rn50.recipes import RECIPES, get_recipe
 
     if name is not None:
@@ -106,14 +109,17 @@ def recipes(
     if as_json:
         console.print_json(json.dumps({n: r.to_dict() for n, r in RECIPES.items()}))
         return
-    table = Table(title="rn50 recipes", box=box.SIMPLE_HEAD, pad_edge=False)
-    table.add_column("name", no_wrap=True, min_width=16)
-    for col in ("GPUs x bs", "global", "lr", "wd", "warmup", "epochs", "mixup", "layout"):
+    # The narrow table fits 80 columns with every value whole (rich cut each column's values before).
+    table = Table(title="rn50 recipes", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False, padding=(0, 1, 0, 0))
+    cols = ["name", "GPU×bs", "global", "lr", "wd", "warmup", "epochs", "mixup", "layout"]
+    if wide:
+        cols += ["precision", "schedule", "smoothing", "size", "crop area", "backend", "notes"]
+    for col in cols:
         table.add_column(col, no_wrap=True)
     for r in RECIPES.values():
-        table.add_row(
+        row = [
             r.name,
-            f"{r.gpus} x {r.batch_size}",
+            f"{r.gpus}x{r.batch_size}",
             str(r.global_batch),
             f"{r.lr:g}",
             f"1/{round(1 / r.weight_decay)}" if r.weight_decay else "0",
@@ -121,8 +127,15 @@ def recipes(
             str(r.epochs),
             f"{r.mixup:g}",
             "NHWC" if r.memory_format == "channels_last" else "NCHW",
-        )
-    console.print(table)
+        ]
+        if wide:
+            area = " - ".join(f"{v:g}" for v in r.crop_area)
+            row += [r.precision, r.lr_schedule, f"{r.label_smoothing:g}", str(r.image_size), area, r.data_backend]
+            row.append(r.notes or "")
+        table.add_row(*row)
+    console.print(table, soft_wrap=wide)  # --wide: whole lines, for a wide terminal or a pipe
+    if not wide:
+        console.print("all columns: rn50 recipes --wide; every field of one: rn50 recipes NAME", highlight=False)
 
 
 # ---- demo
