@@ -182,7 +182,9 @@ def train_one_epoch(
     )
     iteration, interval_steps, interval_images, data_time = start_batch, 0, 0, 0.0
     loss_sum = torch.zeros((), device=state.device)
-    t_interval = t_data = time.perf_counter()
+    t_interval = t_data = t_epoch = time.perf_counter()
+    epoch_images = 0
+    run_task = getattr(progress, "run_task", None)
     since_save = 0
     for images, labels in loader:
         data_time += time.perf_counter() - t_data
@@ -191,8 +193,13 @@ def train_one_epoch(
         interval_steps += 1
         interval_images += labels.shape[0]
         state.extra["iterations"] = state.extra.get("iterations", 0) + 1
+        epoch_images += labels.shape[0]
         if progress is not None:
-            progress.update(task, advance=1)
+            # img/s from the first iteration: images this epoch over the time since it began (host clock, no sync)
+            ips = epoch_images * world / max(time.perf_counter() - t_epoch, 1e-9)
+            progress.update(task, advance=1, ips=ips)
+            if run_task is not None:
+                progress.update(run_task, advance=1, ips=ips)
         last_of_phase = iteration == n_batches or (opts.prof is not None and iteration - start_batch >= opts.prof)
         at_log = iteration % print_freq == 0 or last_of_phase
         if at_log:
@@ -215,8 +222,6 @@ def train_one_epoch(
                     "loss_scale": state.scaler.get_scale() if state.scaler.is_enabled() else None,
                 }
             )
-            if progress is not None:
-                progress.update(task, ips=ips, loss=mean_loss)
             if worst >= opts.max_nonfinite:
                 raise Diverged(
                     f"{worst} non-finite losses in a row at epoch {epoch + 1}, iteration {iteration}: the run "
@@ -256,6 +261,7 @@ def _progress(rank: int, enabled: bool):
         BarColumn(),
         MofNCompleteColumn(),
         TextColumn("{task.fields[ips]:.1f} img/s"),
+        TextColumn("left"),
         TimeRemainingColumn(),
     )
 
@@ -368,6 +374,13 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
         )
 
     with _progress(rank, opts.progress) as progress:
+        if progress is not None:  # the whole run's training steps, for an ETA of the run (validation not counted)
+            n = len(train_loader)
+            steps = n if opts.prof is None else min(n, opts.prof)
+            total = (recipe.epochs - start_epoch) * steps - (
+                min(start_batch, steps) if start_epoch < recipe.epochs else 0
+            )
+            progress.run_task = progress.add_task(f"run, {recipe.epochs} epochs (train steps)", total=total, ips=0.0)
         for epoch in range(start_epoch, recipe.epochs):
             if stop.agreed():  # e.g. asked while the last epoch's checkpoint was written: no step more
                 stop_here(epoch, start_batch, "before the epoch's first step")
