@@ -36,12 +36,12 @@ def load_avg() -> str:
 
 def time_exports(source, names, out_dir: Path, args) -> list[dict]:
     from rn50.errors import UserError
-    from rn50.export import SUFFIX, export_model
+    from rn50.export import export_model, get_format
 
     rows = []
     for name in names:
         fmt, precision = VARIANTS[name]
-        out = out_dir / f"{name}{SUFFIX[fmt]}"
+        out = out_dir / f"{name}{get_format(fmt).suffix}"
         start = time.perf_counter()
         try:
             result = export_model(

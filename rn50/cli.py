@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
+from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
@@ -14,8 +16,12 @@ from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
+from rn50.env import resolve_device
 from rn50.errors import UserError
+from rn50.recipes import LR_SCHEDULES, PRECISIONS
 from rn50.version import __version__
+
+DEVICE_HELP = "auto (CUDA when present, else CPU), cpu or cuda"
 
 console = Console()
 err_console = Console(stderr=True)
@@ -27,6 +33,9 @@ class Rn50Group(TyperGroup):
     def invoke(self, ctx: typer.Context):
         try:
             return super().invoke(ctx)
+        except typer.BadParameter as e:  # a range or choice the command line checks itself: one line too
+            err_console.print(f"[bold red]rn50: error:[/] {escape(usage_line(e))}", highlight=False, soft_wrap=True)
+            ctx.exit(2)
         except UserError as e:
             from rn50.launch import record_rank_error
 
@@ -51,6 +60,27 @@ class Rn50Group(TyperGroup):
             ctx.exit(2)
 
 
+_BOUNDS = [
+    (r"greater than or equal to", ">="),
+    (r"greater than", ">"),
+    (r"less than or equal to", "<="),
+    (r"less than", "<"),
+]
+
+
+def usage_line(e: typer.BadParameter) -> str:
+    """'--keep-epochs must be >= 0' for Typer's 'Invalid value for --keep-epochs: Input should be greater than or
+    equal to 0'; the option's name and Typer's reason otherwise."""
+    param = getattr(e, "param", None)
+    name = (getattr(param, "opts", None) or [getattr(param, "name", "")])[0] or "a value"
+    message = e.format_message() if not getattr(e, "message", None) else e.message
+    for words, sign in _BOUNDS:
+        m = re.fullmatch(rf"Input should be {words} (\S+?)\.?", message)
+        if m:
+            return f"{name} must be {sign} {m.group(1)}"
+    return f"{name}: {message.removeprefix('Value error, ')}"
+
+
 def make_app(help: str) -> typer.Typer:
     return typer.Typer(
         cls=Rn50Group,
@@ -58,7 +88,7 @@ def make_app(help: str) -> typer.Typer:
         no_args_is_help=True,
         add_completion=False,
         pretty_exceptions_show_locals=False,
-        rich_markup_mode=None,
+        rich_markup_mode="rich",  # option groups (rich_help_panel) in --help
     )
 
 
@@ -215,7 +245,15 @@ def data_check(
 
 
 # ---- train (issue: the trainer)
-LAUNCHER_OPTIONS = ("gpus", "nnodes", "node_rank", "rdzv_endpoint", "rdzv_timeout", "max_restarts")
+DATA, OPTIM, PRECISION, DIST, CKPT, OUTPUT = "Data", "Optimisation", "Precision", "Distributed", "Checkpoints", "Output"
+Precision = Enum("Precision", {p: p for p in PRECISIONS}, type=str)
+LrSchedule = Enum("LrSchedule", {s: s for s in LR_SCHEDULES}, type=str)
+MemoryFormat = Enum("MemoryFormat", {"nhwc": "nhwc", "nchw": "nchw"}, type=str)
+Device = Enum("Device", {"auto": "auto", "cuda": "cuda", "cpu": "cpu"}, type=str)
+
+
+def _argv_value(value: object) -> str:
+    return str(value.value if isinstance(value, Enum) else value)
 
 
 def command_argv(ctx: typer.Context, skip: tuple[str, ...] = ()) -> list[str]:
@@ -228,14 +266,17 @@ def command_argv(ctx: typer.Context, skip: tuple[str, ...] = ()) -> list[str]:
             continue
         value = ctx.params[param.name]
         if param.param_type_name == "argument":
-            args.append(str(value))
+            args.append(_argv_value(value))
         elif getattr(param, "is_flag", False):
             if param.secondary_opts:
                 opts.append(param.opts[0] if value else param.secondary_opts[0])
             elif value:
                 opts.append(param.opts[0])
         elif value is not None:
-            opts += [param.opts[0], *(map(str, value) if isinstance(value, tuple | list) else [str(value)])]
+            opts += [
+                param.opts[0],
+                *(map(_argv_value, value) if isinstance(value, tuple | list) else [_argv_value(value)]),
+            ]
     return [*args, *opts]
 
 
@@ -246,97 +287,194 @@ def train(
         Path | None, typer.Argument(help="ImageNet-layout folder (train/, val/); omit for synthetic.")
     ] = None,
     recipe: Annotated[str, typer.Option("--recipe", help="Recipe name (`rn50 recipes` lists them).")] = "sample-cpu",
-    epochs: Annotated[int | None, typer.Option(help="Epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option("--batch-size", "-b", help="Images per device per step.")] = None,
-    optimizer_batch_size: Annotated[
-        int | None, typer.Option(help="Images per optimizer step; above world x batch it accumulates gradients.")
+    data_backend: Annotated[
+        str | None,
+        typer.Option(
+            help="pytorch, pytorch-gpu (nvJPEG decode in torchvision), dali-cpu, dali-gpu or synthetic.",
+            rich_help_panel=DATA,
+        ),
     ] = None,
-    lr: Annotated[
-        float | None, typer.Option(help="Peak lr for the optimizer batch (default 0.256 x batch/256).")
-    ] = None,
-    warmup: Annotated[float | None, typer.Option(help="Linear warmup epochs (fractions allowed).")] = None,
-    lr_schedule: Annotated[str | None, typer.Option(help="cosine, linear or step.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="SGD momentum.")] = None,
-    weight_decay: Annotated[float | None, typer.Option(help="Weight decay on tensors with ndim >= 2.")] = None,
-    label_smoothing: Annotated[float | None, typer.Option(help="Label smoothing.")] = None,
-    mixup: Annotated[float | None, typer.Option(help="Mixup alpha (0: off).")] = None,
-    precision: Annotated[str | None, typer.Option(help="fp16 (AMP), bf16, tf32 or fp32.")] = None,
-    static_loss_scale: Annotated[
-        float | None, typer.Option(help="fp16: a fixed loss scale instead of dynamic.")
-    ] = None,
-    memory_format: Annotated[str | None, typer.Option(help="nhwc (channels_last) or nchw.")] = None,
-    data_backend: Annotated[str | None, typer.Option(help="pytorch, dali-cpu, dali-gpu or synthetic.")] = None,
     workers: Annotated[
-        int | None, typer.Option("--workers", "-j", help="Loader processes/threads (0: inline).")
+        int | None,
+        typer.Option("--workers", "-j", min=0, help="Loader processes/threads (0: inline).", rich_help_panel=DATA),
     ] = None,
-    image_size: Annotated[int | None, typer.Option(help="Training crop in px.")] = None,
+    image_size: Annotated[int | None, typer.Option(min=32, help="Training crop in px.", rich_help_panel=DATA)] = None,
     crop_area: Annotated[
         tuple[float, float] | None,
-        typer.Option(help="Random-resized-crop area range as a fraction of the image, MIN MAX (ImageNet: 0.08 1)."),
+        typer.Option(
+            help="Random-resized-crop area range as a fraction of the image, MIN MAX (ImageNet: 0.08 1).",
+            rich_help_panel=DATA,
+        ),
     ] = None,
     crop_ratio: Annotated[
         tuple[float, float] | None,
-        typer.Option(help="Random-resized-crop aspect range (width/height), MIN MAX (ImageNet: 0.75 1.333)."),
+        typer.Option(
+            help="Random-resized-crop aspect range (width/height), MIN MAX (ImageNet: 0.75 1.333).",
+            rich_help_panel=DATA,
+        ),
     ] = None,
     hflip: Annotated[
-        bool | None, typer.Option("--hflip/--no-hflip", help="Random horizontal flips in training.")
+        bool | None,
+        typer.Option("--hflip/--no-hflip", help="Random horizontal flips in training.", rich_help_panel=DATA),
     ] = None,
-    num_classes: Annotated[int | None, typer.Option(help="Model outputs.")] = None,
-    ema: Annotated[float | None, typer.Option(help="Keep an EMA of the weights with this decay (e.g. 0.9999).")] = None,
+    num_classes: Annotated[int | None, typer.Option(min=1, help="Model outputs.", rich_help_panel=DATA)] = None,
+    max_skipped: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Stop once undecodable images pass this share of a split (0.01 = 1%; 1: never stop).",
+            rich_help_panel=DATA,
+        ),
+    ] = 0.01,
+    epochs: Annotated[int | None, typer.Option(min=1, help="Epochs.", rich_help_panel=OPTIM)] = None,
+    batch_size: Annotated[
+        int | None,
+        typer.Option("--batch-size", "-b", min=1, help="Images per device per step.", rich_help_panel=OPTIM),
+    ] = None,
+    optimizer_batch_size: Annotated[
+        int | None,
+        typer.Option(
+            min=1,
+            help="Images per optimizer step; above world x batch it accumulates gradients.",
+            rich_help_panel=OPTIM,
+        ),
+    ] = None,
+    lr: Annotated[
+        float | None,
+        typer.Option(help="Peak lr for the optimizer batch, > 0 (default 0.256 x batch/256).", rich_help_panel=OPTIM),
+    ] = None,
+    warmup: Annotated[
+        float | None, typer.Option(min=0.0, help="Linear warmup epochs (fractions allowed).", rich_help_panel=OPTIM)
+    ] = None,
+    lr_schedule: Annotated[
+        LrSchedule | None, typer.Option(case_sensitive=False, help="Learning-rate schedule.", rich_help_panel=OPTIM)
+    ] = None,
+    momentum: Annotated[float | None, typer.Option(min=0.0, help="SGD momentum.", rich_help_panel=OPTIM)] = None,
+    weight_decay: Annotated[
+        float | None, typer.Option(min=0.0, help="Weight decay on tensors with ndim >= 2.", rich_help_panel=OPTIM)
+    ] = None,
+    label_smoothing: Annotated[
+        float | None, typer.Option(min=0.0, max=1.0, help="Label smoothing.", rich_help_panel=OPTIM)
+    ] = None,
+    mixup: Annotated[float | None, typer.Option(min=0.0, help="Mixup alpha (0: off).", rich_help_panel=OPTIM)] = None,
+    ema: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Keep an EMA of the weights with this decay (e.g. 0.9999; 0: off).",
+            rich_help_panel=OPTIM,
+        ),
+    ] = None,
     zero_init_last: Annotated[
-        bool | None, typer.Option("--zero-init-last/--no-zero-init-last", help="Zero the last BN of each block.")
+        bool | None,
+        typer.Option(
+            "--zero-init-last/--no-zero-init-last", help="Zero the last BN of each block.", rich_help_panel=OPTIM
+        ),
     ] = None,
-    seed: Annotated[int, typer.Option(help="Seed (each rank uses seed + rank).")] = 0,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
-    out: Annotated[Path | None, typer.Option(help="Run directory (default runs/<recipe>-<time>).")] = None,
-    resume: Annotated[
-        str | None, typer.Option(help="Continue from a checkpoint path, or `auto` (the run's last).")
+    seed: Annotated[int, typer.Option(help="Seed (each rank uses seed + rank).", rich_help_panel=OPTIM)] = 0,
+    max_nonfinite: Annotated[
+        int, typer.Option(min=1, help="Stop after this many non-finite losses in a row.", rich_help_panel=OPTIM)
+    ] = 10,
+    precision: Annotated[
+        Precision | None,
+        typer.Option(case_sensitive=False, help="fp16 (AMP), bf16, tf32 or fp32.", rich_help_panel=PRECISION),
     ] = None,
-    evaluate: Annotated[
-        str | None, typer.Option(help="Only evaluate this checkpoint (any format rn50 loads), or `auto`.")
+    static_loss_scale: Annotated[
+        float | None,
+        typer.Option(min=0.0, help="fp16: a fixed loss scale instead of dynamic.", rich_help_panel=PRECISION),
     ] = None,
-    prof: Annotated[int | None, typer.Option(help="Stop each phase after N iterations (benchmarking).")] = None,
-    training_only: Annotated[bool, typer.Option("--training-only/--no-training-only", help="Skip validation.")] = False,
-    print_freq: Annotated[int, typer.Option(help="Log metrics every N iterations.")] = 10,
-    report_file: Annotated[Path | None, typer.Option(help="Also write the final report.md here.")] = None,
-    max_nonfinite: Annotated[int, typer.Option(help="Stop after this many non-finite losses in a row.")] = 10,
-    device: Annotated[str, typer.Option(help="auto, cuda or cpu.")] = "auto",
-    gpus: Annotated[int, typer.Option(help="Processes per node; > 1 relaunches under torchrun.")] = 1,
-    nnodes: Annotated[int, typer.Option(help="Nodes (multi-node: same command on each).")] = 1,
-    node_rank: Annotated[int, typer.Option(help="This node's rank.")] = 0,
+    memory_format: Annotated[
+        MemoryFormat | None,
+        typer.Option(case_sensitive=False, help="nhwc (channels_last) or nchw.", rich_help_panel=PRECISION),
+    ] = None,
+    compile: Annotated[
+        bool, typer.Option("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=PRECISION)
+    ] = False,
+    device: Annotated[
+        Device, typer.Option(case_sensitive=False, help="auto: CUDA when present, else CPU.", rich_help_panel=DIST)
+    ] = Device.auto,
+    gpus: Annotated[
+        int, typer.Option(min=1, help="Processes per node; > 1 relaunches under torchrun.", rich_help_panel=DIST)
+    ] = 1,
+    nnodes: Annotated[
+        int, typer.Option(min=1, help="Nodes (multi-node: same command on each).", rich_help_panel=DIST)
+    ] = 1,
+    node_rank: Annotated[int, typer.Option(min=0, help="This node's rank.", rich_help_panel=DIST)] = 0,
     rdzv_endpoint: Annotated[
-        str | None, typer.Option(help="HOST:PORT of the rendezvous, node 0's address (multi-node).")
+        str | None,
+        typer.Option(help="HOST:PORT of the rendezvous, node 0's address (multi-node).", rich_help_panel=DIST),
     ] = None,
     rdzv_timeout: Annotated[
-        int, typer.Option(help="Seconds a node waits for the others at the rendezvous before failing.")
+        int,
+        typer.Option(
+            min=1, help="Seconds a node waits for the others at the rendezvous before failing.", rich_help_panel=DIST
+        ),
     ] = 300,
     max_restarts: Annotated[
-        int, typer.Option(help="torchrun restarts of the worker group after a failure; each resumes --resume auto.")
+        int,
+        typer.Option(
+            min=0,
+            help="torchrun restarts of the worker group after a failure; each resumes --resume auto.",
+            rich_help_panel=DIST,
+        ),
     ] = 0,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Rich progress bar.")] = True,
+    resume: Annotated[
+        str | None,
+        typer.Option(help="Continue from a checkpoint path, or `auto` (the run's last).", rich_help_panel=CKPT),
+    ] = None,
+    evaluate: Annotated[
+        str | None,
+        typer.Option(help="Only evaluate this checkpoint (any format rn50 loads), or `auto`.", rich_help_panel=CKPT),
+    ] = None,
     keep_epochs: Annotated[
-        int, typer.Option(help="Keep the newest N checkpoints/epoch-NNN.pth (0: all); last.pth, best.pth always.")
+        int,
+        typer.Option(
+            min=0,
+            help="Keep the newest N checkpoints/epoch-NNN.pth (0: all); last.pth, best.pth always.",
+            rich_help_panel=CKPT,
+        ),
     ] = 3,
     checkpoint_every: Annotated[
         int | None,
-        typer.Option(help="Also save checkpoints/last.pth every N iterations mid-epoch (a kill loses at most N)."),
+        typer.Option(
+            min=1,
+            help="Also save checkpoints/last.pth every N iterations mid-epoch (a kill loses at most N).",
+            rich_help_panel=CKPT,
+        ),
     ] = None,
-    max_skipped: Annotated[
-        float,
-        typer.Option(help="Stop once undecodable images pass this share of a split (0.01 = 1%; 1: never stop)."),
-    ] = 0.01,
+    out: Annotated[
+        Path | None, typer.Option(help="Run directory (default runs/<recipe>-<time>).", rich_help_panel=OUTPUT)
+    ] = None,
+    print_freq: Annotated[
+        int, typer.Option(min=1, help="Log metrics every N iterations.", rich_help_panel=OUTPUT)
+    ] = 10,
+    report_file: Annotated[
+        Path | None, typer.Option(help="Also write the final report.md here.", rich_help_panel=OUTPUT)
+    ] = None,
+    progress: Annotated[
+        bool, typer.Option("--progress/--no-progress", help="Rich progress bar.", rich_help_panel=OUTPUT)
+    ] = True,
+    prof: Annotated[
+        int | None,
+        typer.Option(min=1, help="Stop each phase after N iterations (benchmarking).", rich_help_panel=OUTPUT),
+    ] = None,
+    training_only: Annotated[
+        bool,
+        typer.Option("--training-only/--no-training-only", help="Skip validation.", rich_help_panel=OUTPUT),
+    ] = False,
 ) -> None:
     """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint.
 
     Stopped by SIGTERM/SIGINT it saves a resumable checkpoint and exits 128 + signal (143, 130).
     """
-    from rn50.train.cli_options import build_options
+    from rn50.train.cli_options import LAUNCHER_OPTIONS, plan_train
 
-    params = dict(locals())
-    ctx = params.pop("ctx")
-    opts, launch = build_options(params, command_argv(ctx, skip=LAUNCHER_OPTIONS))
-    if launch is not None:
-        raise typer.Exit(launch())
+    plan = plan_train(ctx.params, command_argv(ctx, skip=LAUNCHER_OPTIONS))
+    if plan.launch is not None:
+        raise typer.Exit(plan.relaunch())
+    opts = plan.options
     from rn50.train.loop import fit
 
     summary = fit(opts)
@@ -420,7 +558,9 @@ def export(
         Path | None, typer.Option(help="Real images for the parity check (default: the built-in sample).")
     ] = None,
     parity_images: Annotated[int, typer.Option(help="Number of real images in the parity check.")] = 16,
-    device: Annotated[str, typer.Option(help="cpu | cuda: where torchscript/aoti run (trt is always cuda).")] = "cpu",
+    device: Annotated[
+        str, typer.Option(help=f"{DEVICE_HELP}: where torchscript/aoti run (trt: always cuda).")
+    ] = "auto",
     triton_backend: Annotated[str, typer.Option(help="Model inside a triton repository: onnx | torchscript | trt")] = (
         "onnx"
     ),
@@ -437,30 +577,28 @@ def export(
 ) -> None:
     """Export a checkpoint to ONNX (fp32/fp16/int8 Q/DQ), TorchScript, AOTInductor, TensorRT or a Triton repository,
     proving parity with eager PyTorch."""
-    from rn50.export import export_model
+    from rn50.export import ExportOptions, export_model
 
+    options = ExportOptions(
+        precision=precision,
+        max_batch=max_batch,
+        image_size=image_size,
+        calib_dir=calib,
+        calib_method=calib_method,
+        calib_count=calib_count,
+        int8_target=int8_target,
+        images_dir=images,
+        parity_images=parity_images,
+        force=force,
+        verify=verify,
+        simplify=simplify,
+        device=resolve_device(device),
+        triton_backend=triton_backend,
+        workspace_gib=workspace_gib,
+        timing_cache=timing_cache,
+    )
     with err_console.status(f"exporting {checkpoint} to {fmt} ..."):
-        result = export_model(
-            checkpoint,
-            fmt,
-            out,
-            precision=precision,
-            max_batch=max_batch,
-            image_size=image_size,
-            calib_dir=calib,
-            calib_method=calib_method,
-            calib_count=calib_count,
-            int8_target=int8_target,
-            images_dir=images,
-            parity_images=parity_images,
-            force=force,
-            verify=verify,
-            simplify=simplify,
-            device=device,
-            triton_backend=triton_backend,
-            workspace_gib=workspace_gib,
-            timing_cache=timing_cache,
-        )
+        result = export_model(checkpoint, fmt, out, options)
     if as_json:
         console.print_json(json.dumps(result.sidecar, default=str))
         return
@@ -499,7 +637,7 @@ def bench_infer(
     precision: Annotated[
         str | None, typer.Option(help="Comma list of fp32, tf32, fp16, bf16, int8 (default: fp16 on cuda, else fp32).")
     ] = None,
-    device: Annotated[str | None, typer.Option(help="cuda or cpu (default: cuda when available).")] = None,
+    device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     image_size: Annotated[int, typer.Option(help="Input height and width in pixels.")] = 224,
     warmup: Annotated[int, typer.Option(help="Untimed iterations per batch size before timing.")] = 10,
     iters: Annotated[int | None, typer.Option(help="Timed iterations per batch size (default 50).")] = None,
@@ -537,17 +675,15 @@ def bench_infer(
     out: Annotated[Path, typer.Option(help="Folder for the Markdown, CSV, JSON and PNG results.")] = Path("results"),
 ) -> None:
     """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size."""
-    import torch
-
     from rn50.bench.infer import InferConfig, run_infer
-    from rn50.bench.runtimes import BACKENDS, PRECISIONS
+    from rn50.bench.runtimes import PRECISIONS, RUNTIMES
     from rn50.bench.timing import parse_batches, parse_list
 
-    dev = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    dev = resolve_device(device)
     cfg = InferConfig(
         source=source,
         batches=parse_batches(batch),
-        backends=parse_list(backend, BACKENDS, "backend"),
+        backends=parse_list(backend, RUNTIMES, "backend"),
         precisions=parse_list(precision or ("fp16" if dev.startswith("cuda") else "fp32"), PRECISIONS, "precision"),
         device=dev,
         image_size=image_size,
@@ -605,7 +741,7 @@ def bench_train(
         int | None,
         typer.Option(help="Largest worker count per node; runs 1, 2, 4 ... N. Default: all GPUs (CPU: 2 processes)."),
     ] = None,
-    device: Annotated[str, typer.Option(help="cuda (NCCL) or cpu (gloo worker processes).")] = "cuda",
+    device: Annotated[str, typer.Option(help=f"{DEVICE_HELP}; cuda runs NCCL, cpu gloo worker processes.")] = "auto",
     batch: Annotated[
         int | None, typer.Option(help="Images per worker per iteration. Default 256 (CPU: 8).", show_default=False)
     ] = None,
@@ -655,6 +791,7 @@ def bench_train(
     from rn50.bench.report import markdown_table
     from rn50.bench.scaling import COLUMNS, TrainBenchConfig, run_train_bench
 
+    device = resolve_device(device)
     cpu = device == "cpu"
     if gpus is None:
         import torch
@@ -754,7 +891,7 @@ def bench_data(
     ] = 5,
     split: Annotated[str, typer.Option(help="train (random crop + flip) or val (resize + centre crop).")] = "train",
     image_size: Annotated[int, typer.Option(help="Output size in pixels.")] = 224,
-    device: Annotated[str | None, typer.Option(help="Where batches go: cuda or cpu (default: cuda if any).")] = None,
+    device: Annotated[str, typer.Option(help=f"Where batches go: {DEVICE_HELP}.")] = "auto",
     ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling", help="Also time synthetic data.")] = True,
     step: Annotated[
         bool | None,
@@ -780,7 +917,7 @@ def bench_data(
         iters=iters,
         split=split,
         image_size=image_size,
-        device=device,
+        device=resolve_device(device),
         ceiling=ceiling,
         step=step,
         rounds=rounds,

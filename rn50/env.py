@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import subprocess
 from importlib import metadata
 from pathlib import Path
@@ -82,7 +83,6 @@ def cpu_signature() -> str:
 def cpu_label() -> str:
     """A folder-name label for this CPU: model name, family/model and whether it has VNNI, e.g.
     'amd-epyc-f25m17-vnni'."""
-    import re
 
     name = re.sub(r"[^a-z0-9]+", "-", cpu_model().lower()).strip("-")
     fam, mod = _cpuinfo("cpu family"), _cpuinfo("model\t")
@@ -154,14 +154,49 @@ def capture_env() -> dict[str, Any]:
     return env
 
 
+# GPU model tags, matched as whole words of the device name ("l4" must not match an L40, "b200" a GB200).
+GPU_TAGS = ("gb200", "b200", "gh200", "h200", "h100", "a100", "l40s", "l40", "l4", "v100", "a10", "t4")
+
+
+def device_tag(gpu_name: str) -> str:
+    """A file-name-friendly label for a CUDA device name: 'NVIDIA H100 80GB HBM3' -> 'h100', 'NVIDIA L40' -> 'l40'."""
+    name = gpu_name.lower()
+    for tag in GPU_TAGS:
+        if re.search(rf"(?<![a-z0-9]){tag}(?![a-z0-9])", name):
+            return tag
+    return re.sub(r"[^a-z0-9]+", "-", name.replace("nvidia", "")).strip("-") or "gpu"
+
+
 def short_device_name(device: str = "cpu") -> str:
     """A file-name-friendly device label such as 'h100' or 'cpu'."""
     import torch
 
     if device.startswith("cuda") and torch.cuda.is_available():
-        name = torch.cuda.get_device_name(0).lower()
-        for tag in ("h200", "h100", "a100", "l40s", "l4", "v100", "a10", "t4", "b200", "gb200"):
-            if tag in name:
-                return tag
-        return name.replace("nvidia", "").strip().replace(" ", "-")
+        return device_tag(torch.cuda.get_device_name(0))
     return "cpu"
+
+
+_SAID: set[str] = set()
+
+
+def resolve_device(requested: str | None = "auto") -> str:
+    """The one device rule of every command: `auto` (or None) is CUDA when PyTorch sees a GPU, else CPU (said once
+    per process, in the log); `cpu`, `cuda` and `cuda:N` are checked and kept."""
+    import logging
+
+    import torch
+
+    from rn50.errors import UserError
+
+    if requested in (None, "auto"):
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device not in _SAID:
+            _SAID.add(device)
+            why = "a CUDA GPU is visible" if device == "cuda" else "no CUDA GPU is visible"
+            logging.getLogger("rn50").info("--device auto: %s (%s)", device, why)
+        return device
+    if requested != "cpu" and not re.fullmatch(r"cuda(:\d+)?", str(requested)):
+        raise UserError(f"--device must be cuda or cpu (or auto, cuda:N), not {requested!r}")
+    if requested != "cpu" and not torch.cuda.is_available():
+        raise UserError(f"--device {requested} asked for, but no CUDA GPU is visible; use --device cpu")
+    return str(requested)

@@ -8,3 +8,10 @@ class RankFailed(UserError):
     """A rank of a torchrun launch failed (crash, signal): one line naming it, exit code 1."""
 
     exit_code = 1
+
+
+def first_line(e: BaseException | str, limit: int | None = None) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), cut to `limit` chars."""
+    text = str(e).strip()
+    line = text.splitlines()[0] if text else (type(e).__name__ if isinstance(e, BaseException) else "")
+    return line[:limit] if limit else line

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import RankFailed, UserError
+from rn50.errors import RankFailed, UserError, first_line
 
 log = logging.getLogger("rn50.launch")
 
@@ -98,7 +98,7 @@ def as_rank(main: Callable[[], Any]) -> Callable[[], Any]:
             if not _PEER_LOST.search(str(e)):
                 raise  # a real error keeps its traceback (the launcher also names it in one line)
             # A consequence of another rank's death, not a cause: one line, not a traceback per surviving rank.
-            first = str(e).strip().splitlines()[0][:300]
+            first = first_line(e, 300)
             sys.stderr.write(f"rn50: rank {os.environ.get('RANK', '?')}: a peer rank is gone ({first}); stopping\n")
             raise SystemExit(1) from None
 
@@ -338,7 +338,7 @@ def _failure_record(rank: int, failure: Any) -> dict[str, Any]:
     text = failure.message if recorded else ""
     if isinstance(message, dict):
         text = message.get("message", text)
-    text = str(text).strip().splitlines()[0] if str(text).strip() else ""
+    text = first_line(str(text))
     return {
         "rank": rank,
         "local_rank": failure.local_rank,
@@ -353,11 +353,6 @@ def _failure_record(rank: int, failure: Any) -> dict[str, Any]:
     }
 
 
-def _first_line(e: BaseException) -> str:
-    text = str(e).strip()
-    return text.splitlines()[0] if text else type(e).__name__
-
-
 def _rendezvous_error(e: BaseException, endpoint: str, conf: str) -> str:
     """One line for a failed rendezvous: what happened and what to check."""
     timeout = dict(kv.split("=", 1) for kv in conf.split(",") if "=" in kv).get("join_timeout", "?")
@@ -367,13 +362,13 @@ def _rendezvous_error(e: BaseException, endpoint: str, conf: str) -> str:
             f"rendezvous at {endpoint}: the nodes did not all join within {timeout} s (--rdzv-timeout); start every "
             "node with the same --nnodes and --rdzv-endpoint, each with its own --node-rank"
         )
-    cause = f" ({_first_line(e.__cause__)})" if e.__cause__ is not None else ""
+    cause = f" ({first_line(e.__cause__)})" if e.__cause__ is not None else ""
     if name == "RendezvousConnectionError":
         return (
             f"rendezvous at {endpoint}: cannot host or reach the store{cause}; node 0 hosts it on that port, so "
             "check the port is free on node 0 and that node 0 is up and reachable from this node"
         )
-    return f"rendezvous at {endpoint} failed: {name}: {_first_line(e)}{cause}"
+    return f"rendezvous at {endpoint} failed: {name}: {first_line(e)}{cause}"
 
 
 def _launcher_main(argv: list[str]) -> int:
@@ -401,7 +396,7 @@ def _launcher_main(argv: list[str]) -> int:
         out["error"] = _rendezvous_error(e, args.rdzv_endpoint, args.rdzv_conf)
         code = 1
     except Exception as e:  # noqa: BLE001 - any other launcher error becomes one line for the parent
-        out["error"] = f"torchrun failed: {type(e).__name__}: {_first_line(e)}"
+        out["error"] = f"torchrun failed: {type(e).__name__}: {first_line(e)}"
         code = 1
     if out:
         report.write_text(json.dumps(out))

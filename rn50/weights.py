@@ -5,6 +5,8 @@ Every load is `torch.load(..., weights_only=True)`: a checkpoint that needs arbi
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import pickle
 import re
@@ -28,7 +30,17 @@ PREFIXES = ("module.", "_orig_mod.", "model.")
 
 def read_checkpoint(path: str | os.PathLike) -> Any:
     """torch.load with weights_only=True, turning every failure into one clear UserError."""
-    path = Path(path)
+    return _read(Path(path), hash_bytes=False)[0]
+
+
+def read_checkpoint_hashed(path: str | os.PathLike) -> tuple[Any, str]:
+    """(read_checkpoint(path), the file's sha256) from one read of the file."""
+    obj, digest = _read(Path(path), hash_bytes=True)
+    assert digest is not None
+    return obj, digest
+
+
+def _read(path: Path, hash_bytes: bool) -> tuple[Any, str | None]:
     if not path.exists():
         raise UserError(f"checkpoint not found: {path}")
     if path.is_dir():
@@ -46,8 +58,13 @@ def read_checkpoint(path: str | os.PathLike) -> Any:
             f"cannot read checkpoint {path}: not a PyTorch file (neither a zip archive nor a pickle); "
             "it is corrupt or another format: copy it again or point to the right file"
         )
+    digest = None
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        if hash_bytes:
+            data = path.read_bytes()
+            digest = hashlib.sha256(data).hexdigest()
+            return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True), digest
+        return torch.load(path, map_location="cpu", weights_only=True), digest
     except pickle.UnpicklingError as e:
         if "Unsupported global" in str(e):
             raise UserError(
@@ -138,7 +155,12 @@ def check_compatible(state_dict: Mapping[str, Tensor], model: torch.nn.Module) -
 
 def load_weights(path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> dict[str, Tensor]:
     """A strict-loadable ResNet-50 v1.5 state_dict from any supported checkpoint."""
-    state_dict = normalize_keys(extract_state_dict(read_checkpoint(path), ema=ema))
+    return weights_from(read_checkpoint(path), path, num_classes, ema)
+
+
+def weights_from(obj: Any, path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> dict:
+    """`load_weights` on a checkpoint already read (`path` only names it in messages)."""
+    state_dict = normalize_keys(extract_state_dict(obj, ema=ema))
     fc = state_dict.get("fc.weight")
     if fc is None:
         raise UserError(f"{path}: no fc.weight, so this is not a ResNet-50 classifier checkpoint")
@@ -157,7 +179,12 @@ def load_weights(path: str | os.PathLike, num_classes: int | None = None, ema: b
 
 def load_model(path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> ResNet:
     """ResNet-50 v1.5 with weights from `path`, in eval mode."""
-    state_dict = load_weights(path, num_classes=num_classes, ema=ema)
+    return model_from(read_checkpoint(path), path, num_classes, ema)
+
+
+def model_from(obj: Any, path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> ResNet:
+    """`load_model` on a checkpoint already read."""
+    state_dict = weights_from(obj, path, num_classes=num_classes, ema=ema)
     model = resnet50(num_classes=state_dict["fc.weight"].shape[0])
     model.load_state_dict(state_dict, strict=True)
     return model.eval()
@@ -165,7 +192,11 @@ def load_model(path: str | os.PathLike, num_classes: int | None = None, ema: boo
 
 def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
     """The recipe and bookkeeping stored beside the weights in an rn50 checkpoint ({} for other formats)."""
-    obj = read_checkpoint(path)
+    return meta_from(read_checkpoint(path))
+
+
+def meta_from(obj: Any) -> dict[str, Any]:
+    """`checkpoint_meta` on a checkpoint already read."""
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return {k: v for k, v in obj.items() if k in ("recipe", "epoch", "iteration", "best_top1", "rn50_version")}
     return {}

@@ -1,6 +1,7 @@
 import dataclasses
 import json
 import re
+from pathlib import Path
 
 import pytest
 
@@ -8,25 +9,12 @@ from rn50.errors import UserError
 from rn50.recipes import RECIPES, get_recipe
 from tests.conftest import SHARED, run_cli
 
-# The published table (shared/REFERENCE.md): platform, precision -> gpus, batch, global, lr, wd, layout.
-PUBLISHED = {
-    ("dgx1", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
-    ("dgx1", "fp32"): (8, 112, 896, 0.896, 1 / 16384, "NCHW"),
-    ("dgx2", "fp16"): (16, 256, 4096, 4.096, 1 / 32768, "NHWC"),
-    ("dgx2", "fp32"): (16, 256, 4096, 4.096, 1 / 32768, "NCHW"),
-    ("dgxa100", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
-    ("dgxa100", "tf32"): (8, 256, 2048, 2.048, 1 / 32768, "NCHW"),
-    ("dgxh100", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
-    ("dgxh100", "bf16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
-}
+REFERENCE = Path(__file__).with_name("reference_recipes.md")  # shared/REFERENCE.md's table, always here
 LAYOUT = {"NHWC": "channels_last", "NCHW": "contiguous"}
 
 
-def reference_table():
-    """Rows of the recipe table in shared/REFERENCE.md, parsed, or None where shared/ is absent."""
-    path = SHARED / "REFERENCE.md"
-    if not path.exists():
-        return None
+def reference_table(path: Path) -> dict:
+    """platform, precision -> gpus, batch, global, lr, wd, layout: the recipe table rows of a REFERENCE.md."""
     rows = {}
     for line in path.read_text().splitlines():
         m = re.match(
@@ -40,13 +28,21 @@ def reference_table():
     return rows
 
 
-def test_reference_table_matches_our_copy():
-    rows = reference_table()
-    if rows is None:
-        pytest.skip("shared/REFERENCE.md not beside the checkout")
-    assert len(rows) == 6
-    for key, value in rows.items():
-        assert PUBLISHED[key] == pytest.approx(value) if isinstance(value, float) else PUBLISHED[key] == value
+# NVIDIA's six published recipes, plus the DGX H100 ones rn50 adds with the same scaling rules (not NVIDIA's).
+PUBLISHED = {
+    **reference_table(REFERENCE),
+    ("dgxh100", "fp16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+    ("dgxh100", "bf16"): (8, 256, 2048, 2.048, 1 / 32768, "NHWC"),
+}
+
+
+def test_reference_copy_holds_the_published_table():
+    rows = reference_table(REFERENCE)
+    assert len(rows) == 6 and len(PUBLISHED) == 8
+    assert rows[("dgx1", "fp32")] == (8, 112, 896, pytest.approx(0.896), 1 / 16384, "NCHW")
+    shared = SHARED / "REFERENCE.md"
+    if shared.exists():  # the copy must not drift from the source it was taken from
+        assert reference_table(shared) == rows
 
 
 @pytest.mark.parametrize("platform,precision", list(PUBLISHED))
@@ -120,5 +116,6 @@ def test_augmentation_fields_show_validate_and_override(tmp_path):
     assert res.exit_code == 0, res.output
     saved = json.loads((out / "recipe.json").read_text())
     assert (saved["crop_area"], saved["crop_ratio"], saved["hflip"]) == ([0.5, 1.0], [0.9, 1.1], False)
-    res = run_cli([*args[:-2], "--out", tmp_path / "bad", "--crop-area", "0", "1"])
+    bad = [a if a != out else tmp_path / "bad" for a in args]  # (was args[:-2]: "--device" took "--out" as its value)
+    res = run_cli([*bad, "--crop-area", "0", "1"])
     assert res.exit_code == 2 and "crop_area must be MIN MAX" in res.stderr and "Traceback" not in res.output

@@ -48,7 +48,7 @@ class _Model:
         if not self.path.exists():
             raise UserError(f"model not found: {self.path}")
         self.source: Path | None = None
-        from rn50.bench.infer import is_artifact
+        from rn50.export.formats import is_artifact
 
         if is_artifact(self.path):
             from rn50.export import load_artifact

@@ -20,8 +20,8 @@ import torch
 
 from rn50.bench import report
 from rn50.bench.runtimes import (
-    BACKENDS,
     PRECISIONS,
+    RUNTIMES,
     Options,
     Runtime,
     Skip,
@@ -30,15 +30,12 @@ from rn50.bench.runtimes import (
     math_mode,
 )
 from rn50.bench.timing import summarize, timed_loop
-from rn50.errors import UserError
-from rn50.export.sidecar import sidecar_image_size
+from rn50.errors import UserError, first_line
+from rn50.export.formats import artifact_format, get_format, is_artifact
+from rn50.export.sidecar import read_sidecar, sidecar_image_size
 
 log = logging.getLogger(__name__)
 
-ARTIFACT_SUFFIXES = {".onnx": "onnxruntime", ".pt2": "aoti", ".ts": "torchscript", ".engine": "tensorrt"}
-ARTIFACT_SUFFIXES[".plan"] = "tensorrt"
-FORMAT_TO_BACKEND = {"onnx": "onnxruntime", "trt": "tensorrt", "tensorrt": "tensorrt", "torchscript": "torchscript"}
-FORMAT_TO_BACKEND["aoti"] = "aoti"
 ROW_COLUMNS = [
     ("backend", "backend"),
     ("precision", "precision"),
@@ -91,9 +88,9 @@ class InferConfig:
     def validate(self) -> None:
         if not self.batches or min(self.batches) < 1:
             raise UserError("batch sizes must be >= 1")
-        bad = [b for b in self.backends if b not in BACKENDS]
+        bad = [b for b in self.backends if b not in RUNTIMES]
         if bad:
-            raise UserError(f"unknown backend {', '.join(bad)}; choose from {', '.join(BACKENDS)}")
+            raise UserError(f"unknown backend {', '.join(bad)}; choose from {', '.join(RUNTIMES)}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
         if bad:
             raise UserError(f"unknown precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
@@ -135,19 +132,8 @@ class InferConfig:
         return "nhwc" if self.channels_last else "nchw"
 
 
-def is_artifact(path: Path) -> bool:
-    """An exported artifact (by suffix, or a sidecar JSON beside it) rather than a training checkpoint."""
-    return path.suffix.lower() in ARTIFACT_SUFFIXES or path.with_name(path.name + ".json").is_file()
-
-
 def _check_artifact_size(path: Path, image_size: int) -> None:
-    import json
-
-    try:
-        sidecar = json.loads(path.with_name(path.name + ".json").read_text())
-    except (OSError, ValueError):
-        return
-    size = sidecar_image_size(sidecar)
+    size = sidecar_image_size(read_sidecar(path) or {})
     if size and size != image_size:
         raise UserError(f"{path} was exported for {size} px images; pass --image-size {size}")
 
@@ -163,13 +149,7 @@ def _load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:
         return model, f"checkpoint {cfg.source}", None
     num_classes = cfg.num_classes
     if cfg.source is not None:  # an artifact: the eager baseline gets the artifact's class count
-        import json
-
-        sidecar = Path(cfg.source).with_name(Path(cfg.source).name + ".json")
-        try:
-            num_classes = num_classes or int(json.loads(sidecar.read_text()).get("num_classes") or 0) or None
-        except (OSError, ValueError):
-            pass
+        num_classes = num_classes or int((read_sidecar(cfg.source) or {}).get("num_classes") or 0) or None
     torch.manual_seed(0)
     model = resnet50(num_classes=num_classes or 1000).eval()
     weights = "random init (seed 0): speed does not depend on the weights"
@@ -310,7 +290,7 @@ def _plan(cfg: InferConfig, artifact: Path | None) -> list[tuple[str, str]]:
     if cfg.baseline:
         plan.append(("eager", "fp32"))
     if artifact is not None:
-        backend = ARTIFACT_SUFFIXES.get(artifact.suffix.lower(), "artifact")
+        backend = artifact_format(artifact, read_sidecar(artifact)).runtime
         plan.append((backend, "artifact"))
         return plan
     for backend in cfg.backends:
@@ -387,18 +367,18 @@ def _run_series(
         return series, [{**series, "batch": None}]
     except Exception as e:
         if opts.cuda and is_oom(e):
-            series.update(status="oom", reason=_one_line(e))
+            series.update(status="oom", reason=first_line(e, 300))
         elif isinstance(e, UserError):  # already one line saying what is wrong
-            series.update(status="error", reason=_one_line(e))
+            series.update(status="error", reason=first_line(e, 300))
         else:
-            series.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
+            series.update(status="error", reason=f"{type(e).__name__}: {first_line(e, 300)}")
         log.debug("%s failed to build: %s", label, series["reason"])  # printed with the table, and exits non-zero
         advance(label, len(cfg.batches))
         return series, [{**series, "batch": None}]
     if use_artifact is not None:
         precision = str(rt.info.get("precision", "artifact"))
         series["precision"] = rt.precision = precision
-        rt.name = FORMAT_TO_BACKEND.get(str(rt.info.get("format")), backend)
+        rt.name = get_format(str(rt.info["format"])).runtime if rt.info.get("format") else backend
         series["backend"] = rt.name
     series.update(status="ok", build_s=round(rt.build_s, 3), **rt.info)
     if cfg.cuda_graphs and not rt.graphs_supported:
@@ -420,10 +400,10 @@ def _run_series(
             row.update(status="ok", first_call_s=round(first_s, 4), **summarize(loop.samples_s, batch, loop.total_s))
         except Exception as e:
             if not is_oom(e):
-                row.update(status="error", reason=f"{type(e).__name__}: {_one_line(e)}")
+                row.update(status="error", reason=f"{type(e).__name__}: {first_line(e, 300)}")
                 log.debug("%s batch %d failed: %s", label, batch, row["reason"])  # as above
             else:
-                row.update(status="oom", reason=_one_line(e))
+                row.update(status="oom", reason=first_line(e, 300))
                 log.warning("%s batch %d: out of memory", label, batch)
             step = None
             if opts.cuda:
@@ -440,16 +420,11 @@ def _run_series(
             for row in rows:
                 row["top1_agreement"] = series["top1_agreement"]
         except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
-            series["agreement_error"] = f"{type(e).__name__}: {_one_line(e)}"
+            series["agreement_error"] = f"{type(e).__name__}: {first_line(e, 300)}"
     del rt
     if opts.cuda:
         torch.cuda.empty_cache()
     return series, rows
-
-
-def _one_line(e: BaseException) -> str:
-    text = str(e).strip().splitlines()
-    return text[0][:300] if text else type(e).__name__
 
 
 def _add_speedups(rows: list[dict[str, Any]]) -> None:

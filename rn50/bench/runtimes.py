@@ -21,13 +21,14 @@ import torch
 from torch import Tensor, nn
 
 from rn50.errors import UserError
+from rn50.export.formats import artifact_formats, get_format
 from rn50.export.sidecar import sidecar_max_batch
 
-BACKENDS = ("eager", "compile", "torchscript", "onnxruntime", "tensorrt", "aoti")
+# Artifact backends are the export formats' runtimes (rn50.export.formats): onnxruntime, torchscript, aoti, tensorrt.
+ARTIFACT_BACKENDS = tuple(f.runtime for f in artifact_formats())
+RUNTIMES = ("eager", "compile", *ARTIFACT_BACKENDS)  # what `bench infer --backend` takes
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-# Formats of rn50.export for each artifact backend.
-EXPORT_FORMATS = {"torchscript": "torchscript", "onnxruntime": "onnx", "tensorrt": "trt", "aoti": "aoti"}
 
 
 class Skip(Exception):
@@ -292,17 +293,18 @@ class ArtifactRuntime(Runtime):
             raise Skip("rn50.export is not available in this install")
         if self.artifact is not None:
             return
-        if self.precision == "int8" and self.name not in ("onnxruntime", "tensorrt"):
-            raise Skip("int8 exists only as the Q/DQ ONNX model: use --backend onnxruntime or tensorrt")
+        fmt = get_format(self.name)
+        if self.precision == "int8" and "int8" not in fmt.precisions:
+            int8 = " or ".join(f.runtime for f in artifact_formats() if "int8" in f.precisions)
+            raise Skip(f"int8 exists only as the Q/DQ ONNX model: use --backend {int8}")
         if self.precision == "tf32" and not self.opts.cuda:
             raise Skip("tf32 is a CUDA math mode (Ampere or newer); on CPU fp32 is the full-precision setting")
         if self.name == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise Skip("onnxruntime is not installed: pip install 'rn50[onnx]' (onnxruntime-gpu on a GPU machine)")
-        if self.name == "tensorrt":
-            if not self.opts.cuda:
-                raise Skip("tensorrt needs an NVIDIA GPU (--device cuda)")
-            if importlib.util.find_spec("tensorrt") is None:
-                raise Skip("tensorrt is not installed: pip install 'rn50[trt]'")
+        if fmt.needs_cuda and not self.opts.cuda:
+            raise Skip(f"{self.name} needs an NVIDIA GPU (--device cuda)")
+        if self.name == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
+            raise Skip("tensorrt is not installed: pip install 'rn50[trt]'")
         if self.name == "aoti" and self.opts.cuda and not torch.cuda.is_available():
             raise Skip("CUDA is not available")
 
@@ -318,8 +320,8 @@ class ArtifactRuntime(Runtime):
         t0 = time.perf_counter()
         path = self.artifact
         if path is None:
-            fmt = EXPORT_FORMATS[self.name]
-            out = self.opts.workdir / f"{self.name}-{self.precision}{export.SUFFIX.get(fmt, '')}"
+            fmt = get_format(self.name)
+            out = self.opts.workdir / f"{self.name}-{self.precision}{fmt.suffix}"
             kwargs: dict[str, Any] = dict(
                 precision=self._export_precision(),
                 max_batch=self.opts.max_batch,
@@ -334,7 +336,7 @@ class ArtifactRuntime(Runtime):
             # The export proves parity with eager PyTorch on real images and refuses an artifact that fails it:
             # such a combination is reported as skipped with the export's reason, never timed.
             try:
-                result = export.export_model(self.model, fmt, out, device=self.opts.device, **kwargs)
+                result = export.export_model(self.model, fmt.name, out, device=self.opts.device, **kwargs)
             except UserError as e:
                 raise Skip(str(e)) from None
             path = Path(result.path)
@@ -384,9 +386,9 @@ def make_runtime(
     if backend == "compile":
         assert model is not None
         return CompileRuntime(model, precision, opts)
-    if backend in EXPORT_FORMATS:
+    if backend in ARTIFACT_BACKENDS:
         return ArtifactRuntime(model, precision, opts, backend, artifact=artifact)
-    raise UserError(f"unknown backend {backend!r}; choose from {', '.join(BACKENDS)}")
+    raise UserError(f"unknown backend {backend!r}; choose from {', '.join(RUNTIMES)}")
 
 
 def is_oom(exc: BaseException) -> bool:

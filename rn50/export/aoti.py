@@ -5,13 +5,16 @@ from __future__ import annotations
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, first_line
 from rn50.export.runner import Runner, with_precision
+
+if TYPE_CHECKING:
+    from rn50.export.formats import ExportOptions
 
 
 def export_aoti(
@@ -45,8 +48,7 @@ class AotiRunner(Runner):
         try:
             self.model = torch._inductor.aoti_load_package(path)
         except Exception as e:  # a wrong/corrupt package surfaces as RuntimeError or a zipfile error
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"cannot load AOTInductor package {path}: {first}") from None
+            raise UserError(f"cannot load AOTInductor package {path}: {first_line(e)}") from None
         super().__init__(path, precision, sidecar, device, f"aotinductor ({device.type})")
 
     def run(self, x: Tensor) -> Tensor:
@@ -54,7 +56,11 @@ class AotiRunner(Runner):
             return self.model(x)
 
 
-def load_aoti(path: str | os.PathLike, device: torch.device, sidecar: dict) -> AotiRunner:
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    return export_aoti(model, path, opts.precision, opts.image_size, opts.max_batch, device=str(opts.device))
+
+
+def load_aoti(path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None) -> AotiRunner:
     compiled_for = sidecar.get("export_device", "cpu")
     if torch.device(compiled_for).type != device.type:
         raise UserError(f"{path} was compiled for {compiled_for}; re-export with --device {device.type}")

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, first_line
 from rn50.export.runner import Runner, require, with_precision
 from rn50.export.sidecar import sidecar_image_size, sidecar_max_batch
 
@@ -173,8 +173,7 @@ class OnnxRunner(Runner):
             self.session = ort.InferenceSession(path, options, providers=providers)
         except Exception as e:  # ORT raises its own exception types for unreadable or invalid models
             _remove_profiles(prefix)  # a session that failed to load may have opened its profile file already
-            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-            raise UserError(f"ONNX Runtime cannot load {path}: {first}") from None
+            raise UserError(f"ONNX Runtime cannot load {path}: {first_line(e)}") from None
         super().__init__(path, precision, sidecar, device, self.session.get_providers()[0])
         try:
             self._check_signature(path)

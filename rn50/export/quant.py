@@ -19,19 +19,35 @@ The stem convolution stays float for both (see `export_onnx_int8`).
 
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
 
 from rn50.export.onnx import export_onnx
 from rn50.export.runner import require
 
+if TYPE_CHECKING:
+    from rn50.export.formats import ExportOptions
+
 log = logging.getLogger(__name__)
+
+
+class _LogWriter(io.TextIOBase):
+    """A stdout stand-in that sends what a library prints to this module's debug log."""
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            log.debug("%s", text.rstrip())
+        return len(text)
+
+
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 CALIB_BATCH = 8
 INT8_TARGETS = ("cpu", "tensorrt")
@@ -98,6 +114,26 @@ def ort_cpu_kernels(path: str | os.PathLike) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    """The onnx format's exporter: float precisions through `export_onnx`, int8 as the Q/DQ model for
+    `opts.int8_target`, calibrated on real images."""
+    if opts.precision != "int8":
+        return export_onnx(model, path, opts.precision, opts.image_size, opts.max_batch, simplify=opts.simplify)
+    from rn50.export.images import load_images
+
+    calib = load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)
+    return export_onnx_int8(
+        model,
+        path,
+        calib,
+        opts.calib_method,
+        opts.image_size,
+        opts.max_batch,
+        simplify=opts.simplify,
+        target=opts.int8_target,
+    )
+
+
 def export_onnx_int8(
     model: nn.Module,
     path: str | os.PathLike,
@@ -133,20 +169,22 @@ def export_onnx_int8(
         # stays float, as is common practice for INT8 CNNs.
         stem = [n.name for n in graph.node if n.op_type == "Conv" and graph.input[0].name in n.input]
         exclude = stem if keep_stem_float else []
-        quantize_static(
-            pre,
-            os.fspath(path),
-            _reader(calib),
-            quant_format=QuantFormat.QDQ,
-            per_channel=True,
-            activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
-            weight_type=QuantType.QInt8,
-            reduce_range=reduce_range,
-            calibrate_method=getattr(CalibrationMethod, CALIBRATION[method]),
-            calibration_providers=["CPUExecutionProvider"],
-            extra_options=extra,
-            nodes_to_exclude=exclude,
-        )
+        # ORT's histogram calibrators print progress to stdout, which would corrupt `rn50 export --json`.
+        with contextlib.redirect_stdout(_LogWriter()):
+            quantize_static(
+                pre,
+                os.fspath(path),
+                _reader(calib),
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                activation_type=QuantType.QInt8 if symmetric else QuantType.QUInt8,
+                weight_type=QuantType.QInt8,
+                reduce_range=reduce_range,
+                calibrate_method=getattr(CalibrationMethod, CALIBRATION[method]),
+                calibration_providers=["CPUExecutionProvider"],
+                extra_options=extra,
+                nodes_to_exclude=exclude,
+            )
     proto = onnx.load(os.fspath(path))
     onnx.checker.check_model(proto)
     kernels = {"ort_cpu_kernels": ort_cpu_kernels(path)} if target == "cpu" else {}

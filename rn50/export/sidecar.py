@@ -75,14 +75,13 @@ def build_sidecar(
 
 def sidecar_max_batch(sidecar: dict[str, Any]) -> int | None:
     """The largest batch an rn50.export artifact was built for (its sidecar's input batch range)."""
-    batch_range = (sidecar.get("input") or {}).get("batch_range") or [None, sidecar.get("max_batch")]
+    batch_range = (sidecar.get("input") or {}).get("batch_range") or [None]
     return int(batch_range[-1]) if batch_range[-1] else None
 
 
 def sidecar_image_size(sidecar: dict[str, Any]) -> int | None:
-    shape = (sidecar.get("input") or {}).get("shape") or []
-    size = shape[-1] if shape else sidecar.get("image_size")
-    return int(size) if isinstance(size, int) else None
+    shape = (sidecar.get("input") or {}).get("shape") or [None]
+    return int(shape[-1]) if isinstance(shape[-1], int) else None
 
 
 def read_sidecar(artifact: str | os.PathLike) -> dict[str, Any] | None:

@@ -12,13 +12,16 @@ import os
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, first_line
 from rn50.export.runner import Runner, with_precision
+
+if TYPE_CHECKING:
+    from rn50.export.formats import ExportOptions
 
 
 @contextlib.contextmanager
@@ -48,7 +51,7 @@ class TorchScriptRunner(Runner):
             try:
                 module = torch.jit.load(path, map_location=device)
             except RuntimeError as e:
-                first = str(e).strip().splitlines()[0]
+                first = first_line(e)
                 if "PytorchStreamReader" in first:  # not a zip archive: the file is damaged or not TorchScript
                     first = "corrupt, truncated or not a TorchScript file (" + first.split(". ")[0] + ")"
                 raise UserError(f"cannot load TorchScript {path} on {device}: {first}") from None
@@ -63,7 +66,13 @@ class TorchScriptRunner(Runner):
             return self.module(x)
 
 
-def load_torchscript(path: str | os.PathLike, device: torch.device, sidecar: dict) -> TorchScriptRunner:
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    return export_torchscript(model, path, opts.precision, opts.image_size, device=str(opts.device))
+
+
+def load_torchscript(
+    path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None
+) -> TorchScriptRunner:
     exported_on = sidecar.get("export_device", "cpu")
     if torch.device(exported_on).type != device.type:
         raise UserError(

@@ -1,5 +1,8 @@
 """A Triton Inference Server model repository: `<repo>/rn50/config.pbtxt` + `<repo>/rn50/1/model.{onnx,pt,plan}`.
 
+Packaging, not a format: `package` lays a finished, verified artifact (and its sidecar) out as a repository. What
+each backend's file is called, its platform and tensor names come from the format registry (`Format.triton`).
+
 config.pbtxt is produced from Triton's own ModelConfig protobuf (shipped in tritonclient), so field names and
 enum values cannot drift from what the server parses.
 """
@@ -10,13 +13,19 @@ import os
 from pathlib import Path
 from typing import Any
 
+from rn50.errors import UserError
+from rn50.export.formats import TritonSpec, get_format
 from rn50.export.runner import require
 
 MODEL_NAME = "rn50"
-PLATFORMS = {"onnx": "onnxruntime_onnx", "torchscript": "pytorch_libtorch", "trt": "tensorrt_plan"}
-MODEL_FILES = {"onnx": "model.onnx", "torchscript": "model.pt", "trt": "model.plan"}
-# TorchScript keeps no tensor names: Triton's PyTorch backend maps `<name>__<index>` to positions.
-IO_NAMES = {"onnx": ("input", "logits"), "torchscript": ("input__0", "logits__0"), "trt": ("input", "logits")}
+VERSION = "1"
+
+
+def spec(backend: str) -> TritonSpec:
+    fmt = get_format(backend)
+    if fmt.triton is None:
+        raise UserError(f"Triton does not serve {fmt.name} artifacts")
+    return fmt.triton
 
 
 def model_config(
@@ -25,8 +34,9 @@ def model_config(
     require("tritonclient.grpc", "triton", "tritonclient")
     from tritonclient.grpc import model_config_pb2 as mc
 
-    config = mc.ModelConfig(name=MODEL_NAME, platform=PLATFORMS[backend], max_batch_size=max_batch)
-    in_name, out_name = IO_NAMES[backend]
+    triton = spec(backend)
+    config = mc.ModelConfig(name=MODEL_NAME, platform=triton.platform, max_batch_size=max_batch)
+    in_name, out_name = triton.io_names
     # Every artifact keeps a float32 interface; fp16/bf16/int8 casts and Q/DQ live inside the model.
     config.input.add(name=in_name, data_type=mc.TYPE_FP32, dims=[3, image_size, image_size])
     config.output.add(name=out_name, data_type=mc.TYPE_FP32, dims=[num_classes])
@@ -61,7 +71,7 @@ def write_config(
         "backend": backend,
         "precision": precision,
         "config": str(path.name),
-        "model_file": f"1/{MODEL_FILES[backend]}",
+        "model_file": f"{VERSION}/{spec(backend).model_file}",
         "max_batch_size": max_batch,
     }
 
@@ -73,3 +83,41 @@ def read_config(path: str | os.PathLike) -> Any:
     from tritonclient.grpc import model_config_pb2 as mc
 
     return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
+
+
+def package(
+    artifact: str | os.PathLike,
+    repo: str | os.PathLike,
+    backend: str,
+    precision: str,
+    num_classes: int,
+    image_size: int,
+    max_batch: int,
+    device: str = "cpu",
+) -> tuple[Path, dict[str, Any]]:
+    """Move a finished `artifact` and its sidecar into the repository folder `repo` (created) and write its
+    config.pbtxt; returns (the model file's new path, the sidecar's "triton" entry)."""
+    from rn50.export.sidecar import sidecar_path
+
+    artifact, model_dir = Path(artifact), Path(repo) / MODEL_NAME
+    target = model_dir / VERSION / spec(backend).model_file
+    target.parent.mkdir(parents=True, exist_ok=True)
+    os.replace(artifact, target)
+    if sidecar_path(artifact).exists():
+        os.replace(sidecar_path(artifact), sidecar_path(target))
+    info = write_config(model_dir, backend, precision, num_classes, image_size, max_batch, device=device)
+    return target, info
+
+
+def find_model(repo: Path) -> Path:
+    """The model file of a repository made by `package` (or any `<model>/<version>/model.*`): newest version."""
+    configs = [repo / "config.pbtxt"] if (repo / "config.pbtxt").exists() else sorted(repo.glob("*/config.pbtxt"))
+    for config in configs:
+        versions = sorted(
+            (p for p in config.parent.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)
+        )
+        for version in reversed(versions):
+            models = [m for m in sorted(version.glob("model.*")) if m.suffix != ".json"]
+            if models:
+                return models[0]
+    raise UserError(f"{repo} is a folder but not a Triton model repository with a model file (<model>/1/model.*)")

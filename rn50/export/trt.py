@@ -14,13 +14,16 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
 from rn50.errors import UserError
 from rn50.export.runner import Runner
+
+if TYPE_CHECKING:
+    from rn50.export.formats import ExportOptions
 
 log = logging.getLogger(__name__)
 INPUT, OUTPUT = "input", "logits"
@@ -81,6 +84,19 @@ def make_logger():
     return Logger()
 
 
+def network_flags(version: str, strongly_typed_flag: Any) -> tuple[int, bool]:
+    """(network creation flags, whether the network is strongly typed) for this TensorRT version.
+
+    10.x with the STRONGLY_TYPED flag: opt in; 11.x and later: always strongly typed (the flag is deprecated and
+    ignored); older builds without the flag: weakly typed (the builder picks layer precisions itself).
+    """
+    if int(version.split(".")[0]) >= 11:
+        return 0, True
+    if strongly_typed_flag is None:
+        return 0, False
+    return 1 << int(strongly_typed_flag), True
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -95,11 +111,9 @@ def build_engine(
 
     logger = make_logger()
     builder = trt.Builder(logger)
-    flags = 0
-    strongly_typed = getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
-    if strongly_typed is not None and int(trt.__version__.split(".")[0]) < 11:
-        # 10.x: opt in to strong typing; 11.x is always strongly typed (the flag is deprecated and ignored).
-        flags |= 1 << int(strongly_typed)
+    flags, strongly_typed = network_flags(
+        trt.__version__, getattr(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED", None)
+    )
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse_from_file(os.fspath(onnx_path)):
@@ -127,7 +141,7 @@ def build_engine(
         tmp.write_bytes(bytes(config.get_timing_cache().serialize()))
     return {
         **gpu_identity(),
-        "strongly_typed": True,
+        "strongly_typed": strongly_typed,
         "optimization_profile": {"min": 1, "opt": opt, "max": max_batch},
         "workspace_gib": workspace_gib,
         "timing_cache": str(cache_path),
@@ -210,7 +224,26 @@ class TrtRunner(Runner):
         return out
 
 
-def load_trt(path: str | os.PathLike, device: torch.device, sidecar: dict) -> TrtRunner:
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    calib = None
+    if opts.precision == "int8":
+        from rn50.export.images import load_images
+
+        calib = load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)
+    return export_trt(
+        model,
+        path,
+        opts.precision,
+        opts.image_size,
+        opts.max_batch,
+        calib=calib,
+        calib_method=opts.calib_method,
+        workspace_gib=opts.workspace_gib,
+        timing_cache=opts.timing_cache,
+    )
+
+
+def load_trt(path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None) -> TrtRunner:
     if device.type != "cuda":
         raise UserError("a TensorRT engine runs only on an NVIDIA GPU: load it with device='cuda'")
     return TrtRunner(os.fspath(Path(path)), sidecar.get("precision", "fp16"), sidecar, device)

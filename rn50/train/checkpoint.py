@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rn50.errors import UserError
+from rn50.errors import UserError, first_line
 from rn50.io import atomic_torch_save
 from rn50.train.step import TrainState
 from rn50.weights import CHECKPOINT_FORMAT, check_compatible, normalize_keys, read_checkpoint
@@ -114,8 +114,9 @@ def load_checkpoint(path: str | os.PathLike, state: TrainState) -> dict[str, Any
         state.module.load_state_dict(weights, strict=True)
         state.optimizer.load_state_dict(obj["optimizer"])
     except (RuntimeError, ValueError, KeyError) as e:
-        first = str(e).strip().splitlines()[0]
-        raise UserError(f"{path} does not fit this recipe's model/optimizer ({first}); check --recipe") from None
+        raise UserError(
+            f"{path} does not fit this recipe's model/optimizer ({first_line(e)}); check --recipe"
+        ) from None
     if obj.get("scaler"):
         state.scaler.load_state_dict(obj["scaler"])
     state.opt_step = int(obj["schedule"]["opt_step"])
@@ -131,16 +132,12 @@ def load_checkpoint(path: str | os.PathLike, state: TrainState) -> dict[str, Any
     return {k: obj.get(k) for k in ("epoch", "iteration", "epoch_complete", "best_top1", "recipe")}
 
 
-def checkpoint_dir(out: Path) -> Path:
-    return Path(out) / "checkpoints"
-
-
 def resolve_resume(resume: str | None, out: Path) -> Path | None:
     """`auto`: the run directory's last checkpoint if there is one (else start fresh); a path: that file."""
     if resume is None:
         return None
     if resume == "auto":
-        last = checkpoint_dir(out) / "last.pth"
+        last = Path(out) / "checkpoints" / "last.pth"
         if last.exists():
             return last
         log.info("--resume auto: no %s yet, starting a new run", last)

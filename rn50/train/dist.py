@@ -25,14 +25,13 @@ def env_rank() -> tuple[int, int, int]:
 
 
 def pick_device_kind(requested: str | None = None) -> str:
-    """'cuda' when present (or asked for), else 'cpu'."""
-    if requested in (None, "auto"):
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if requested not in ("cuda", "cpu"):
+    """'cuda' when present (or asked for), else 'cpu' (rn50.env.resolve_device: every command's rule); each rank
+    takes its own GPU, so a device index is refused here."""
+    from rn50.env import resolve_device
+
+    if requested not in (None, "auto", "cuda", "cpu"):
         raise UserError(f"--device must be cuda, cpu or auto, not {requested!r}")
-    if requested == "cuda" and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
-    return requested
+    return resolve_device(requested)
 
 
 def init_distributed(device_kind: str = "auto") -> tuple[int, int, int, torch.device]:
@@ -83,11 +82,6 @@ def _attempt_store():
 
 def is_distributed() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
-
-
-def barrier() -> None:
-    if is_distributed():
-        torch_dist.barrier()
 
 
 def cleanup() -> None:

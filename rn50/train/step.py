@@ -72,9 +72,6 @@ class TrainState:
     def accumulation_steps(self) -> int:
         return self.recipe.accumulation_steps
 
-    def set_schedule(self, steps_per_epoch: int) -> None:
-        self.schedule = make_schedule(self.recipe, steps_per_epoch)
-
     def autocast(self) -> contextlib.AbstractContextManager:
         dtype = autocast_dtype(self.precision)
         if dtype is None:

@@ -98,7 +98,7 @@ def test_bad_input_is_one_line(tmp_path, args, message):
 
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_a_clean_error(tmp_path):
-    res = run_cli(["bench", "train", "--gpus", "1", "--out", tmp_path])
+    res = run_cli(["bench", "train", "--device", "cuda", "--gpus", "1", "--out", tmp_path])  # (auto would run on CPU)
     assert res.exit_code == 2 and "no CUDA GPU" in res.output
 
 
