@@ -39,7 +39,7 @@ ESTIMATE_EPOCHS = 90
 MIXED = ("fp16", "bf16")
 FULL = ("tf32", "fp32")
 PRECISION_WORDS = ("mixed", "full", *MIXED, *FULL)
-BACKENDS = ("synthetic", "pytorch", "dali-cpu", "dali-gpu")
+BACKENDS = ("synthetic", "pytorch", "pytorch-gpu", "dali-cpu", "dali-gpu")
 # Test hook: "RANK:ITER[:kill|raise|hang]" makes that rank fail at that iteration, counted over all precisions.
 FAIL_ENV = "RN50_BENCH_FAIL"
 
