@@ -10,6 +10,7 @@ import torch
 
 from rn50.bench.infer import InferConfig, run_infer
 from rn50.bench.timing import parse_batches, percentile, summarize, timed_loop
+from rn50.env import cpu_has_vnni
 from rn50.errors import UserError
 from tests.conftest import run_cli
 
@@ -80,7 +81,9 @@ def test_int8_is_the_qdq_onnx_model_with_its_agreement_reported(sweep):
     assert int8["format"] == "onnx" and int8["precision"] == "int8"
     # which execution provider ran the nodes, read back from ORT's profiler: all of them on the CPU here
     assert int8["provider"] == "CPUExecutionProvider" and int8["node_providers"].startswith("CPUExecutionProvider: ")
-    assert 0.5 <= int8["top1_agreement"] <= 1.0  # measured on real images of a trained model
+    # Measured 96.5% (247 of 256 real images) on an AVX512-VNNI EPYC; without VNNI ONNX Runtime's u8s8 kernels take
+    # another path, not measured with this model (the sample model lost 2.5 points there: tests/export/test_int8_sample)
+    assert int8["top1_agreement"] >= (0.95 if cpu_has_vnni() else 0.92), int8
     assert data["calibration_images"].endswith("train")
     assert "onnxruntime int8: top-1 agreement with eager fp32" in stdout
     rows = [r for r in data["rows"] if r["backend"] == "onnxruntime" and r["precision"] == "int8"]
