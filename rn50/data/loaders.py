@@ -20,7 +20,7 @@ from rn50.data.folders import FileList, list_split
 from rn50.errors import UserError
 from rn50.recipes import DATA_BACKENDS, Recipe
 
-__all__ = ["Loader", "accumulation_for", "list_split", "make_loader", "shard_batches", "skipped_error"]
+__all__ = ["Loader", "list_split", "make_loader", "shard_batches", "skipped_error"]
 
 
 class Loader(Protocol):
@@ -73,17 +73,6 @@ def check_classes(files: FileList, recipe: Recipe) -> None:
         )
 
 
-def accumulation_for(recipe: Recipe, world_size: int) -> int:
-    if recipe.optimizer_batch_size is None:
-        return 1
-    world_batch = recipe.batch_size * world_size
-    if recipe.optimizer_batch_size % world_batch:
-        raise UserError(
-            f"optimizer batch {recipe.optimizer_batch_size} is not a multiple of {world_size} x {recipe.batch_size}"
-        )
-    return recipe.optimizer_batch_size // world_batch
-
-
 def make_loader(
     root: str | os.PathLike | None,
     split: str,
@@ -111,7 +100,8 @@ def make_loader(
     files = list_split(root, split)
     check_classes(files, recipe)
     require_decodable(files)
-    accumulation = accumulation_for(recipe, world_size)
+    # The recipe derives gradient accumulation (and refuses an optimizer batch that is no multiple of the world's).
+    accumulation = recipe.replace(gpus=world_size).accumulation_steps
     if backend == "pytorch":
         from rn50.data.torch_loader import TorchLoader
 
