@@ -630,7 +630,13 @@ def bench_infer(
     source: Annotated[
         Path | None, typer.Argument(help="Checkpoint or exported artifact; omit for a random-init ResNet-50.")
     ] = None,
-    batch: Annotated[str, typer.Option(help="A..B (powers of two from A to B) or a list such as 1,3,8.")] = "1..256",
+    batch: Annotated[
+        str | None,
+        typer.Option(
+            help="A..B (powers of two from A to B) or a list such as 1,3,8. Default 1..256 (CPU: 1..8).",
+            show_default=False,
+        ),
+    ] = None,
     backend: Annotated[
         str, typer.Option(help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti.")
     ] = "eager",
@@ -639,11 +645,21 @@ def bench_infer(
     ] = None,
     device: Annotated[str, typer.Option(help=DEVICE_HELP)] = "auto",
     image_size: Annotated[int, typer.Option(help="Input height and width in pixels.")] = 224,
-    warmup: Annotated[int, typer.Option(help="Untimed iterations per batch size before timing.")] = 10,
-    iters: Annotated[int | None, typer.Option(help="Timed iterations per batch size (default 50).")] = None,
-    min_time: Annotated[
-        float | None, typer.Option(help="Instead of --iters: time each batch size for at least S seconds.")
+    warmup: Annotated[
+        int | None,
+        typer.Option(help="Untimed iterations per batch size before timing. Default 10 (CPU: 3).", show_default=False),
     ] = None,
+    iters: Annotated[
+        int | None,
+        typer.Option(help="Timed iterations per batch size and series, over the rounds (default 50; CPU: 1.5 s)."),
+    ] = None,
+    min_time: Annotated[
+        float | None,
+        typer.Option(help="Instead of --iters: time each batch size and series for at least S seconds in all."),
+    ] = None,
+    rounds: Annotated[
+        int, typer.Option(help="Interleaved rounds of all series per batch size; speedups are medians over rounds.")
+    ] = 5,
     cuda_graphs: Annotated[
         bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay CUDA graphs (eager, compile).")
     ] = False,
@@ -672,9 +688,15 @@ def bench_infer(
     keep_artifacts: Annotated[
         Path | None, typer.Option(help="Keep the exported artifacts in this folder (default: temporary).")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder for the Markdown, CSV, JSON and PNG results.")] = Path("results"),
+    out: Annotated[Path, typer.Option(help="Folder for the Markdown, CSV, JSON and PNG results.")] = Path(
+        "runs/bench-infer"
+    ),
 ) -> None:
-    """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size."""
+    """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size.
+
+    GPU defaults: batch 1..256, 10 warmup + 50 timed iterations per batch size. CPU defaults: batch 1..8, 3 warmup
+    + 1.5 s timed per batch size and series (about half a minute for eager alone on 2 cores). The tables are
+    rewritten after every batch size; Ctrl-C says where they are."""
     from rn50.bench.infer import InferConfig, run_infer
     from rn50.bench.runtimes import PRECISIONS, RUNTIMES
     from rn50.bench.timing import parse_batches, parse_list
@@ -682,14 +704,15 @@ def bench_infer(
     dev = resolve_device(device)
     cfg = InferConfig(
         source=source,
-        batches=parse_batches(batch),
+        batches=parse_batches(batch if batch is not None else "1..256" if dev.startswith("cuda") else "1..8"),
         backends=parse_list(backend, RUNTIMES, "backend"),
         precisions=parse_list(precision or ("fp16" if dev.startswith("cuda") else "fp32"), PRECISIONS, "precision"),
         device=dev,
         image_size=image_size,
-        warmup=warmup,
-        iters=iters if iters is not None or min_time is not None else 50,
-        min_time=min_time,
+        warmup=warmup if warmup is not None else 10 if dev.startswith("cuda") else 3,
+        iters=iters if iters is not None or min_time is not None or not dev.startswith("cuda") else 50,
+        min_time=min_time if min_time is not None or iters is not None or dev.startswith("cuda") else 1.5,
+        rounds=rounds,
         cuda_graphs=cuda_graphs,
         include_h2d=include_h2d,
         channels_last=channels_last,
@@ -726,6 +749,7 @@ def bench_infer(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
                 f"{100 * s['top1_agreement']:.1f}% on {s['agreement_n']} real images"
             )
+    print_flags(result.get("flags", []))
     for key, path in result["paths"].items():
         console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
     from rn50.bench.infer import failures

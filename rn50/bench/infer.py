@@ -4,13 +4,20 @@ Every (backend, precision) series is built once (compile/export/engine build tim
 size gets a first call (timed apart: compile at a new shape, graph capture), `warmup` untimed iterations and a timed
 loop (rn50.bench.timing). An eager fp32 series runs in the same process as the baseline for the speedup column.
 An out-of-memory batch is recorded as "oom" and the sweep goes on; a combination that cannot run here is "skipped"
-with the reason. Results are rewritten after every series, so an interrupted sweep keeps what it measured.
+with the reason.
+
+Every series is built first; then, batch size by batch size, all series are timed in `rounds` interleaved rounds (the
+order rotated each round), and the speedup over eager fp32 is the median of the rounds' own ratios with their spread:
+a load that comes and goes while one series runs lands in one round's ratio, not in the table. Results are rewritten
+after every batch size; SIGINT/SIGTERM end the sweep with where its partial results are.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import signal
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -29,7 +36,17 @@ from rn50.bench.runtimes import (
     make_runtime,
     math_mode,
 )
-from rn50.bench.timing import summarize, timed_loop
+from rn50.bench.scaling import Interrupted
+from rn50.bench.timing import (
+    LoadWatch,
+    LoopResult,
+    load_flags,
+    ratio_stats,
+    spread_flag,
+    summarize,
+    timed_loop,
+    window_flags,
+)
 from rn50.errors import UserError, first_line
 from rn50.export.formats import artifact_format, get_format, is_artifact
 from rn50.export.sidecar import read_sidecar, sidecar_image_size
@@ -44,6 +61,8 @@ ROW_COLUMNS = [
     ("status", "status"),
     ("img_s", "img/s"),
     ("speedup", "speedup vs eager fp32"),
+    ("speedup_spread", "speedup spread"),
+    ("flags", "flags"),
     ("mean_ms", "mean ms"),
     ("min_ms", "min ms"),
     ("p50_ms", "p50 ms"),
@@ -69,12 +88,13 @@ class InferConfig:
     image_size: int = 224
     warmup: int = 10
     iters: int | None = 50
-    min_time: float | None = None
+    min_time: float | None = None  # instead of iters: seconds per batch size per series, split over the rounds
+    rounds: int = 5  # interleaved rounds per batch size; speedups are medians of per-round ratios
     cuda_graphs: bool = False
     include_h2d: bool = False
     channels_last: bool = True
     compile_dynamic: bool = True
-    out: Path = Path("results")
+    out: Path = Path("runs/bench-infer")
     images: Path | None = None  # real images (ImageNet layout) for top-1 agreement and int8 calibration
     calib_dir: Path | None = None
     num_classes: int | None = None
@@ -113,6 +133,8 @@ class InferConfig:
             raise UserError(f"--min-time must be > 0 seconds, got {self.min_time}")
         if self.warmup < 0:
             raise UserError(f"--warmup must be >= 0, got {self.warmup}")
+        if self.rounds < 1:
+            raise UserError(f"--rounds must be >= 1, got {self.rounds}")
         if self.image_size < 32:
             raise UserError(f"--image-size must be >= 32 (ResNet-50 downsamples 32x), got {self.image_size}")
         if self.source is not None and not Path(self.source).is_file():
@@ -217,6 +239,9 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
         from rn50.io import write_error
 
         raise (write_error(f"--out {out}", e) or e) from None
+    from rn50.memory import check_fits
+
+    check_fits(max(cfg.batches), cfg.image_size, cfg.device, "infer")
     env = capture_env()  # before any work: clocks at start
     env["loadavg"] = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rn50-bench-") as tmp:
@@ -256,14 +281,92 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
             "rows": [],
         }
         stem = out / output_stem(cfg, [b for b, _ in plan])
-        with _progress(cfg.progress, len(plan) * len(cfg.batches)) as advance:
-            for backend, precision in plan:
-                series, rows = _run_series(backend, precision, model, opts, cfg, artifact, reference, advance)
-                result["series"].append(series)
-                result["rows"].extend(rows)
-                _add_speedups(result["rows"])
-                result["paths"] = write_infer_report(result, stem)
+        result["flags"], result["finished_batches"] = [], []
+        watch = LoadWatch()
+        runtimes: list[tuple[dict[str, Any], Runtime]] = []
+        timed: list[dict[str, Any]] = []
+        unbuilt: list[dict[str, Any]] = []  # a series that did not build: one row, after the timed ones
+        with _StopSignals() as stop, _progress(cfg.progress, sum(cfg.batches)) as advance:
+            try:
+                for backend, precision in plan:
+                    advance(f"{backend} {precision}: building")
+                    series, rt = _build(backend, precision, model, opts, cfg, artifact)
+                    result["series"].append(series)
+                    if rt is None:
+                        unbuilt.append({**series, "batch": None})
+                        result["rows"] = timed + unbuilt
+                    else:
+                        runtimes.append((series, rt))
+                    stop.check()
+                for batch in cfg.batches:
+                    advance(f"batch {batch}: {len(runtimes)} series in {cfg.rounds} interleaved rounds")
+                    timed.extend(_time_batch(runtimes, batch, cfg, opts))
+                    result["rows"] = timed + unbuilt
+                    result["finished_batches"].append(batch)
+                    with stop.held():  # a signal while the tables are written waits for them
+                        result["flags"] = infer_flags(result, watch.summary())
+                        result["paths"] = write_infer_report(result, stem)
+                    advance(None, batch)
+                for series, rt in runtimes:
+                    if reference is not None:
+                        advance(f"{series['backend']} {series['precision']}: top-1 agreement")
+                        _agreement(series, rt, reference, cfg, opts, result["rows"])
+                    stop.check()
+            except (Interrupted, KeyboardInterrupt) as e:
+                signum = e.exit_code - 128 if isinstance(e, Interrupted) else signal.SIGINT
+                done = result["finished_batches"]
+                if done:
+                    with stop.held():
+                        result["flags"] = infer_flags(result, watch.summary())
+                        result["paths"] = write_infer_report(result, stem)
+                    where = (
+                        f"partial results (batch {', '.join(map(str, done))} of {', '.join(map(str, cfg.batches))}) "
+                        f"in {result['paths']['md']}"
+                    )
+                else:
+                    where = "no batch size had finished: nothing to write"
+                raise Interrupted(f"bench infer: stopped by {signal.Signals(signum).name}; {where}", signum) from None
+        result["flags"] = infer_flags(result, watch.summary())
+        result["paths"] = write_infer_report(result, stem)
         return result
+
+
+class _StopSignals:
+    """SIGINT and SIGTERM raise Interrupted at once, except while `held()` (a table being written): then at its end."""
+
+    def __enter__(self) -> _StopSignals:
+        self.holding, self.pending = False, None
+        self.old = {}
+
+        def stop(signum: int, frame: Any) -> None:
+            if self.holding:
+                self.pending = self.pending or signum
+                return
+            raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self.old[sig] = signal.signal(sig, stop)
+            except ValueError:  # not the main thread
+                pass
+        return self
+
+    def check(self) -> None:
+        if self.pending:
+            raise Interrupted(f"stopped by {signal.Signals(self.pending).name}", self.pending)
+
+    @contextlib.contextmanager
+    def held(self):
+        self.holding = True
+        try:
+            yield
+        finally:
+            self.holding = False
+        self.check()
+
+    def __exit__(self, *exc: Any) -> None:
+        for sig, handler in self.old.items():
+            signal.signal(sig, handler)
 
 
 def failures(result: dict[str, Any]) -> str | None:
@@ -302,6 +405,10 @@ def _plan(cfg: InferConfig, artifact: Path | None) -> list[tuple[str, str]]:
 
 def _method(cfg: InferConfig) -> list[str]:
     loop = f"{cfg.iters} timed iterations" if cfg.iters is not None else f"timed iterations for >= {cfg.min_time} s"
+    loop += (
+        f" per batch size, split over {cfg.rounds} interleaved rounds of all series (order rotated each round); "
+        "speedup = median over rounds of the series' img/s over eager fp32's in the same round"
+    )
     timer = "CUDA events per iteration" if cfg.device.startswith("cuda") else "time.perf_counter per iteration"
     return [
         f"{cfg.warmup} warmup iterations excluded, then {loop}; {timer}",
@@ -338,33 +445,24 @@ def _infer_all(rt: Runtime, images: torch.Tensor, batches: list[int]) -> torch.T
     return torch.cat([rt.infer(images[i : i + chunk]) for i in range(0, len(images), chunk)])
 
 
-def _run_series(
-    backend: str,
-    precision: str,
-    model: torch.nn.Module,
-    opts: Options,
-    cfg: InferConfig,
-    artifact: Path | None,
-    reference: tuple[Any, Any] | None,
-    advance: Any,
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _build(
+    backend: str, precision: str, model: torch.nn.Module, opts: Options, cfg: InferConfig, artifact: Path | None
+) -> tuple[dict[str, Any], Runtime | None]:
+    """Build one series' runtime (compile/export/engine build timed apart): (series record, runtime or None)."""
     label = f"{backend} {precision}"
     use_artifact = artifact if precision == "artifact" else None
     rt = make_runtime(backend, model, "fp32" if use_artifact else precision, opts, artifact=use_artifact)
     if use_artifact is not None:
         rt.precision = "artifact"
     series: dict[str, Any] = {"backend": backend, "precision": precision, "layout": rt.layout}
-    rows: list[dict[str, Any]] = []
     try:
         rt.check()
-        advance(f"{label}: building")
         with math_mode(precision, opts.cuda):
             rt.build()
     except Skip as e:
         series.update(status="skipped", reason=str(e))
         log.warning("%s skipped: %s", label, e)
-        advance(label, len(cfg.batches))
-        return series, [{**series, "batch": None}]
+        return series, None
     except Exception as e:
         if opts.cuda and is_oom(e):
             series.update(status="oom", reason=first_line(e, 300))
@@ -373,58 +471,144 @@ def _run_series(
         else:
             series.update(status="error", reason=f"{type(e).__name__}: {first_line(e, 300)}")
         log.debug("%s failed to build: %s", label, series["reason"])  # printed with the table, and exits non-zero
-        advance(label, len(cfg.batches))
-        return series, [{**series, "batch": None}]
+        return series, None
     if use_artifact is not None:
-        precision = str(rt.info.get("precision", "artifact"))
-        series["precision"] = rt.precision = precision
-        rt.name = get_format(str(rt.info["format"])).runtime if rt.info.get("format") else backend
+        series["precision"] = rt.precision = str(rt.info.get("precision", "artifact"))
+        rt.name = _artifact_backend(rt, backend)
         series["backend"] = rt.name
     series.update(status="ok", build_s=round(rt.build_s, 3), **rt.info)
     if cfg.cuda_graphs and not rt.graphs_supported:
         series["cuda_graphs"] = "not supported by this backend: timed without"
-    provider = rt.info.get("provider")
-    for batch in cfg.batches:
-        advance(f"{label} batch {batch}")
+    return series, rt
+
+
+def _split(total: int, rounds: int) -> list[int]:
+    """`total` iterations over at most `rounds` rounds, as evenly as whole iterations allow."""
+    rounds = max(1, min(rounds, total))
+    return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
+
+
+def _time_batch(
+    runtimes: list[tuple[dict[str, Any], Runtime]], batch: int, cfg: InferConfig, opts: Options
+) -> list[dict[str, Any]]:
+    """One row per series at `batch`: every series gets its first call and warmup, then all are timed in
+    interleaved rounds (the order rotated each round); the speedup is the median of per-round ratios to eager fp32
+    in the same round."""
+    rows: list[dict[str, Any]] = []
+    active: list[tuple[dict[str, Any], Any, dict[str, Any]]] = []  # (row, step, series)
+    for series, rt in runtimes:
+        precision = series["precision"]
         row: dict[str, Any] = {"backend": series["backend"], "precision": precision, "layout": rt.layout}
-        row.update(batch=batch, provider=provider)
+        row.update(batch=batch, provider=rt.info.get("provider"))
+        rows.append(row)
         if rt.info.get("max_batch") and batch > rt.info["max_batch"]:
             row.update(status="skipped", reason=f"the artifact takes batches up to {rt.info['max_batch']}")
-            rows.append(row)
-            advance(None, 1)
             continue
         try:
             with math_mode(precision, opts.cuda), torch.no_grad():
                 step, first_s = rt.step_for(batch)
-                loop = timed_loop(step, warmup=cfg.warmup, iters=cfg.iters, min_time=cfg.min_time, cuda=opts.cuda)
-            row.update(status="ok", first_call_s=round(first_s, 4), **summarize(loop.samples_s, batch, loop.total_s))
+                for _ in range(cfg.warmup):
+                    step()
+            row.update(first_call_s=round(first_s, 4))
+            active.append((row, _in_mode(step, precision, opts.cuda), series))
         except Exception as e:
-            if not is_oom(e):
-                row.update(status="error", reason=f"{type(e).__name__}: {first_line(e, 300)}")
-                log.debug("%s batch %d failed: %s", label, batch, row["reason"])  # as above
-            else:
-                row.update(status="oom", reason=first_line(e, 300))
-                log.warning("%s batch %d: out of memory", label, batch)
-            step = None
-            if opts.cuda:
-                torch.cuda.empty_cache()
-        rows.append(row)
-        advance(None, 1)
-    # After the timed sweep, so compiled backends reuse the shapes they already built.
-    if reference is not None:
-        try:
-            with math_mode(precision, opts.cuda):
-                top1 = _infer_all(rt, reference[0], cfg.batches).argmax(1)
-            series["top1_agreement"] = float((top1 == reference[1]).float().mean())
-            series["agreement_n"] = len(top1)
-            for row in rows:
-                row["top1_agreement"] = series["top1_agreement"]
-        except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
-            series["agreement_error"] = f"{type(e).__name__}: {first_line(e, 300)}"
-    del rt
+            _failed(row, e, f"{series['backend']} {precision}", opts)
+    rounds = _split(cfg.iters, cfg.rounds) if cfg.iters is not None else [0] * cfg.rounds
+    per_round_time = cfg.min_time / cfg.rounds if cfg.min_time is not None else None
+    loops: dict[int, list[LoopResult]] = {id(row): [] for row, _, _ in active}
+    for r, n in enumerate(rounds):
+        order = active[r % len(active) :] + active[: r % len(active)] if active else []
+        for row, step, series in order:
+            if row.get("status") in ("error", "oom"):
+                continue
+            try:
+                loops[id(row)].append(
+                    timed_loop(
+                        step,
+                        warmup=0,
+                        iters=n if per_round_time is None else None,
+                        min_time=per_round_time,
+                        cuda=opts.cuda,
+                        min_iters=1,
+                    )
+                )
+            except Exception as e:
+                _failed(row, e, f"{series['backend']} {series['precision']}", opts)
+    base = next((loops[id(row)] for row, _, s in active if s["backend"] == "eager" and s["precision"] == "fp32"), None)
+    for row, _, _ in active:
+        if row.get("status") in ("error", "oom"):
+            continue
+        mine = loops[id(row)]
+        samples = [s for loop in mine for s in loop.samples_s]
+        row.update(status="ok", **summarize(samples, batch, sum(loop.total_s for loop in mine)))
+        row["round_img_s"] = [batch * len(loop.samples_s) / loop.total_s for loop in mine]
+        if base is not None and len(base) == len(mine):
+            ratios = [mine_r / base_r for mine_r, base_r in zip(row["round_img_s"], _rates(base, batch), strict=True)]
+            stats = ratio_stats(ratios)
+            row.update(speedup=stats["ratio"], speedup_min=stats["ratio_min"], speedup_max=stats["ratio_max"])
+            row.update(speedup_spread=stats["ratio_spread"], rounds=stats["rounds"])
+    return rows
+
+
+def _rates(loops: list[LoopResult], batch: int) -> list[float]:
+    return [batch * len(loop.samples_s) / loop.total_s for loop in loops]
+
+
+def _in_mode(step: Any, precision: str, cuda: bool) -> Any:
+    """`step` under its series' math mode and no_grad: series with different modes alternate within one round."""
+
+    def run() -> Any:
+        with math_mode(precision, cuda), torch.no_grad():
+            return step()
+
+    return run
+
+
+def _failed(row: dict[str, Any], e: BaseException, label: str, opts: Options) -> None:
+    if not is_oom(e):
+        row.update(status="error", reason=f"{type(e).__name__}: {first_line(e, 300)}")
+        log.debug("%s batch %d failed: %s", label, row["batch"], row["reason"])  # printed with the table
+    else:
+        row.update(status="oom", reason=first_line(e, 300))
+        log.warning("%s batch %d: out of memory", label, row["batch"])
     if opts.cuda:
         torch.cuda.empty_cache()
-    return series, rows
+
+
+def _agreement(
+    series: dict[str, Any], rt: Runtime, reference: tuple[Any, Any], cfg: InferConfig, opts: Options, rows: list
+) -> None:
+    """Top-1 agreement with eager fp32 on the real images, after the timed sweep (compiled backends reuse shapes)."""
+    try:
+        with math_mode(series["precision"], opts.cuda):
+            top1 = _infer_all(rt, reference[0], cfg.batches).argmax(1)
+        series["top1_agreement"] = float((top1 == reference[1]).float().mean())
+        series["agreement_n"] = len(top1)
+        for row in rows:
+            if (row.get("backend"), row.get("precision")) == (series["backend"], series["precision"]):
+                row["top1_agreement"] = series["top1_agreement"]
+    except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
+        series["agreement_error"] = f"{type(e).__name__}: {first_line(e, 300)}"
+
+
+def infer_flags(result: dict[str, Any], load: dict[str, Any]) -> list[str]:
+    """Flags for every figure that cannot be trusted (and each row's short `flags` cell)."""
+    out: list[str] = []
+    for row in result["rows"]:
+        if row.get("status") != "ok":
+            continue
+        what = f"{row['backend']} {row['precision']} batch {row['batch']}"
+        flags = window_flags(what, row["timed_s"], row["iters"])
+        if row.get("rounds"):
+            stats = {k: row[f"speedup{k[5:]}"] for k in ("ratio", "ratio_min", "ratio_max", "ratio_spread")}
+            flags += spread_flag(f"speedup of {what}", {**stats, "rounds": row["rounds"]})
+        row["flags"] = ", ".join(dict.fromkeys(f.split(":")[0] for f in flags)) or None
+        out += flags
+    return out + load_flags(load)
+
+
+def _artifact_backend(rt: Runtime, backend: str) -> str:
+    return get_format(str(rt.info["format"])).runtime if rt.info.get("format") else backend
 
 
 def _add_speedups(rows: list[dict[str, Any]]) -> None:
@@ -433,8 +617,8 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
         for r in rows
         if r.get("backend") == "eager" and r.get("precision") == "fp32" and r.get("status") == "ok"
     }
-    for r in rows:
-        if r.get("status") == "ok" and r.get("batch") in base:
+    for r in rows:  # rows timed in interleaved rounds already hold the median of their per-round ratios
+        if r.get("status") == "ok" and r.get("batch") in base and "speedup" not in r:
             r["speedup"] = r["img_s"] / base[r["batch"]]
 
 
@@ -450,13 +634,16 @@ class _progress:
             from rich.console import Console
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            from rn50.bench.progress import EtaColumn
+
             self._progress = Progress(
                 TextColumn("{task.description}"),
                 BarColumn(),
                 MofNCompleteColumn(),
                 TimeElapsedColumn(),
+                EtaColumn(),
                 console=Console(stderr=True),
-                transient=False,
+                transient=True,
             )
             self._progress.start()
             self._task = self._progress.add_task("bench infer", total=self.total)
@@ -514,6 +701,10 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
     md += [f"- {line}" for line in report.env_lines(env)]
     md += [f"- Weights: {result['weights']}"]
     md += [f"- Method: {m}" for m in result["method"]]
+    done = result.get("finished_batches")
+    if done is not None and len(done) < len(result["config"]["batches"]):
+        md.append(f"- PARTIAL: batch sizes {', '.join(map(str, done))} of {result['config']['batches']} finished")
+    md += [f"- flag: {f}" for f in result.get("flags", [])]
     md += ["", report.markdown_table(wide, columns)]
     series_cols = [
         ("backend", "backend"),
@@ -554,7 +745,8 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
         thr[name] = ([r["batch"] for r in pts], [r["img_s"] for r in pts])
         lat[name] = ([r["img_s"] for r in pts], [r["p50_ms"] for r in pts])
         labels[name] = [str(r["batch"]) for r in pts]
-    where = f"{device}, torch {env.get('packages', {}).get('torch', '?')}"
+    size = result["config"]["image_size"]
+    where = f"{size} px, {device}, torch {env.get('packages', {}).get('torch', '?')}"
     paths["throughput_png"] = report.plot_lines(
         thr,
         stem.with_name(stem.name + "-throughput.png"),
