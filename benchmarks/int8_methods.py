@@ -29,6 +29,7 @@ VARIANTS = [
     ("cpu form, entropy, 64 images", ["--int8-target", "cpu", "--calib-method", "entropy"]),
     ("cpu form, percentile, 64 images", ["--int8-target", "cpu", "--calib-method", "percentile"]),
     ("cpu form, minmax, 256 images", ["--int8-target", "cpu", "--calib-count", "256"]),
+    ("cpu form, minmax, 64 images, stem conv in int8", ["--int8-target", "cpu", "--int8-stem", "int8"]),
     ("tensorrt form, minmax, 64 images", ["--int8-target", "tensorrt"]),
 ]
 

@@ -554,6 +554,9 @@ def export(
             "Default: tensorrt for trt or --device cuda, else cpu."
         ),
     ] = None,
+    int8_stem: Annotated[
+        str, typer.Option(help="INT8: keep the first convolution float (default) or quantise it too: int8, faster.")
+    ] = "float",
     images: Annotated[
         Path | None, typer.Option(help="Real images for the parity check (default: the built-in sample).")
     ] = None,
@@ -587,6 +590,7 @@ def export(
         calib_method=calib_method,
         calib_count=calib_count,
         int8_target=int8_target,
+        int8_stem=int8_stem,
         images_dir=images,
         parity_images=parity_images,
         force=force,
@@ -785,7 +789,9 @@ def bench_train(
     data: Annotated[Path | None, typer.Option(help="ImageNet-layout folder; default synthetic data.")] = None,
     backend: Annotated[
         str | None,
-        typer.Option(help="synthetic, pytorch, dali-cpu, dali-gpu (default with --data: dali-gpu, on CPU pytorch)."),
+        typer.Option(
+            help="synthetic, pytorch, pytorch-gpu, dali-cpu, dali-gpu (default with --data: dali-gpu, on CPU pytorch)."
+        ),
     ] = None,
     workers: Annotated[int | None, typer.Option(help="Data-loading workers per rank (real data).")] = None,
     recipe: Annotated[str, typer.Option(help="Recipe the step is built from (model, optimizer).")] = "dgxa100-fp16-90",
@@ -904,7 +910,8 @@ class progress_bar:
 def bench_data(
     data: Annotated[Path, typer.Argument(help="ImageNet-layout folder (train/<class>/*.JPEG).")],
     backend: Annotated[
-        list[str] | None, typer.Option(help="pytorch, dali-cpu, dali-gpu (default all); comma-separated or repeated.")
+        list[str] | None,
+        typer.Option(help="pytorch, pytorch-gpu, dali-cpu, dali-gpu (default all); comma-separated or repeated."),
     ] = None,
     batch: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader processes / DALI threads (the cores used).")] = 2,

@@ -179,6 +179,9 @@ def is_artifact(path: str | os.PathLike) -> bool:
     return found is not None and path.suffix.lower() not in CHECKPOINT_SUFFIXES
 
 
+INT8_STEM = ("int8", "float")
+
+
 @dataclass
 class ExportOptions:
     """Everything an export can be asked for besides its source, format and output path."""
@@ -190,6 +193,7 @@ class ExportOptions:
     calib_method: str = "minmax"
     calib_count: int = 64
     int8_target: str | None = None  # None: tensorrt for trt and for a cuda device, cpu otherwise
+    int8_stem: str = "float"  # the first convolution kept float (default) or in int8 ("int8": faster)
     images_dir: str | os.PathLike | None = None  # real images for the parity check (None: the built-in sample)
     parity_images: int = 16
     force: bool = False
@@ -214,6 +218,8 @@ class ExportOptions:
             raise UserError(f"--max-batch must be >= 1, got {self.max_batch}")
         if self.image_size < 32 or self.image_size % 32:
             raise UserError(f"--image-size must be a multiple of 32 and >= 32, got {self.image_size}")
+        if self.int8_stem not in INT8_STEM:
+            raise UserError(f"unknown --int8-stem {self.int8_stem!r}; valid: {', '.join(INT8_STEM)}")
         target = self.int8_target
         if target is None:
             target = fmt.int8_target or ("tensorrt" if str(self.device).startswith("cuda") else "cpu")
