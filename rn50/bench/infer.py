@@ -353,7 +353,8 @@ class _StopSignals:
 
     def check(self) -> None:
         if self.pending:
-            raise Interrupted(f"stopped by {signal.Signals(self.pending).name}", self.pending)
+            signum, self.pending = self.pending, None  # raised once: the handler then writes the partial tables
+            raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
 
     @contextlib.contextmanager
     def held(self):
@@ -463,6 +464,8 @@ def _build(
         series.update(status="skipped", reason=str(e))
         log.warning("%s skipped: %s", label, e)
         return series, None
+    except Interrupted:
+        raise
     except Exception as e:
         if opts.cuda and is_oom(e):
             series.update(status="oom", reason=first_line(e, 300))
@@ -511,6 +514,8 @@ def _time_batch(
                     step()
             row.update(first_call_s=round(first_s, 4))
             active.append((row, _in_mode(step, precision, opts.cuda), series))
+        except Interrupted:
+            raise
         except Exception as e:
             _failed(row, e, f"{series['backend']} {precision}", opts)
     rounds = _split(cfg.iters, cfg.rounds) if cfg.iters is not None else [0] * cfg.rounds
@@ -532,6 +537,8 @@ def _time_batch(
                         min_iters=1,
                     )
                 )
+            except Interrupted:
+                raise
             except Exception as e:
                 _failed(row, e, f"{series['backend']} {series['precision']}", opts)
     base = next((loops[id(row)] for row, _, s in active if s["backend"] == "eager" and s["precision"] == "fp32"), None)
@@ -587,6 +594,8 @@ def _agreement(
         for row in rows:
             if (row.get("backend"), row.get("precision")) == (series["backend"], series["precision"]):
                 row["top1_agreement"] = series["top1_agreement"]
+    except Interrupted:
+        raise
     except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
         series["agreement_error"] = f"{type(e).__name__}: {first_line(e, 300)}"
 
