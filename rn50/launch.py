@@ -374,7 +374,11 @@ def _rendezvous_error(e: BaseException, endpoint: str, conf: str) -> str:
 def _launcher_main(argv: list[str]) -> int:
     """`python -m rn50.launch REPORT.json -- TORCHRUN_ARGS...`: torchrun's run(), failures written to REPORT."""
     report, targs = Path(argv[0]), argv[2:]
-    _restore_user_log_levels()  # torch is loaded (quiet, see launch()); the ranks get the user's levels
+    # Load torch while this process's env still says quiet (see launch()): torch reads TORCH_CPP_LOG_LEVEL once, at
+    # import. `import rn50` no longer loads torch, so this import must come before the ranks get the user's levels.
+    import torch  # noqa: F401
+
+    _restore_user_log_levels()
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.elastic.rendezvous.api import RendezvousError
