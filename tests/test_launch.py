@@ -158,9 +158,10 @@ def test_bench_train_two_nodes_on_one_machine_equal_one_node(tmp_path):
     assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
     (ref,) = json.loads(next((tmp_path / "one").glob("train-*.json")).read_text())["rows"]
     tables = [p for rank in (0, 1) for p in (tmp_path / f"node{rank}").glob("train-*.json")]
-    assert len(tables) == 1  # written by the node whose rank torchrun's rendezvous made global rank 0
+    assert len(tables) == 1 and tables[0].parent.name == "node0"  # node 0 writes it, every round gathered there
     (row,) = json.loads(tables[0].read_text())["rows"]
-    assert row["gpus"] == 2 and row["nodes"] == 2 and row["full_global_images"] == ref["full_global_images"] == 8
+    assert row["gpus"] == 2 and row["nodes"] == 2 and row["rounds"] == ref["rounds"]
+    assert row["full_global_images"] == ref["full_global_images"] == 8 * ref["rounds"]  # 2 ranks x 2 iters x batch 2
     assert row["full_final_loss"] == ref["full_final_loss"]  # the same computation, bit for bit
 
 

@@ -244,7 +244,9 @@ def run_worker(spec_path: Path) -> None:
     os.dup2(log_file.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(message)s", stream=sys.stderr)
     result = _run_timed(spec)  # an exception reaches torchelastic's error file through `as_rank`
-    atomic_write_json(run_dir / f"rank{rank}.result.json", result)
+    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per node, with every rank's figures
+        for r in result.pop("all_ranks"):
+            atomic_write_json(run_dir / f"rank{r['rank']}.result.json", r)
 
 
 def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
@@ -318,8 +320,21 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
         del state, loader, batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
+    results["all_ranks"] = _gather(results)
     cleanup()
     return results
+
+
+def _gather(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every rank's result, on every rank (each node then holds the global figures, whichever node torchrun's
+    rendezvous gave global rank 0 in this launch)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()):
+        return [result]
+    everyone: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(everyone, result)
+    return everyone
 
 
 # ---------------------------------------------------------------- launcher (one torchrun per worker count)
@@ -389,10 +404,10 @@ def _run_one(
         except UserError as e:
             e.args = (f"{e}; {logs}(launcher log: {launcher_log})",)
             raise
+    if cfg.nnodes > 1 and cfg.node_rank != 0:
+        return None  # node 0 writes the table (every node holds the gathered figures in its logs)
     result_file = run_dir / "rank0.result.json"
     if not result_file.exists():
-        if cfg.nnodes > 1:
-            return None  # torchrun's rendezvous put global rank 0 on another node, which writes the table
         raise UserError(f"bench train with {total} worker(s) finished but rank 0 wrote no result; logs: {run_dir}")
     result = json.loads(result_file.read_text())
     ranks = []

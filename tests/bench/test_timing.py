@@ -18,8 +18,9 @@ from rn50.bench.timing import (
     window_flags,
 )
 
-COST_A, COST_B = 0.002, 0.004  # seconds per iteration on an unloaded machine: B is truly half A's speed
-RAMP_S = 0.3  # the slowdown grows from 1x to 4x over this long, then stays
+COST_A, COST_B = 0.01, 0.02  # seconds per iteration on an unloaded machine: B is truly half A's speed; long
+# enough that a scheduler time slice (a few ms on a busy machine) is small beside one step
+RAMP_S = 1.5  # the slowdown grows from 1x to 4x over this long, then stays
 
 
 class RampingMachine:
