@@ -244,7 +244,9 @@ def run_worker(spec_path: Path) -> None:
     os.dup2(log_file.fileno(), 2)
     logging.basicConfig(level=logging.INFO, format=f"%(asctime)s rank{rank} %(message)s", stream=sys.stderr)
     result = _run_timed(spec)  # an exception reaches torchelastic's error file through `as_rank`
-    if int(os.environ.get("LOCAL_RANK", "0")) == 0:  # one writer per node, with every rank's figures
+    if "all_ranks" not in result:  # one node: each rank writes its own figures
+        atomic_write_json(run_dir / f"rank{rank}.result.json", result)
+    elif int(os.environ.get("LOCAL_RANK", "0")) == 0:  # several: one writer per node, with every rank's figures
         for r in result.pop("all_ranks"):
             atomic_write_json(run_dir / f"rank{r['rank']}.result.json", r)
 
@@ -320,7 +322,8 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
         del state, loader, batches
         if device.type == "cuda":
             torch.cuda.empty_cache()
-    results["all_ranks"] = _gather(results)
+    if world_size > int(os.environ.get("LOCAL_WORLD_SIZE", world_size)):  # several nodes
+        results["all_ranks"] = _gather(results)
     cleanup()
     return results
 
@@ -330,10 +333,9 @@ def _gather(result: dict[str, Any]) -> list[dict[str, Any]]:
     rendezvous gave global rank 0 in this launch)."""
     import torch.distributed as dist
 
-    if not (dist.is_available() and dist.is_initialized()):
-        return [result]
     everyone: list[Any] = [None] * dist.get_world_size()
     dist.all_gather_object(everyone, result)
+    dist.barrier()  # every rank has received everything before any tears the group down
     return everyone
 
 
