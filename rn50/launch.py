@@ -40,6 +40,8 @@ USER_LOG_LEVELS = "RN50_USER_LOG_LEVELS"  # the user's LOGLEVEL/TORCH_CPP_LOG_LE
 QUIET_LAUNCHER = {"LOGLEVEL": "ERROR", "TORCH_CPP_LOG_LEVEL": "FATAL"}
 # What a healthy rank raises when a peer died under it (gloo, NCCL): a consequence, never the cause.
 _PEER_LOST = re.compile(r"closed by peer|connection reset|remote worker|remote process|peer.*(died|crash)", re.I)
+# torchelastic records a rank that torchrun stopped (after another rank failed) as this exception: a consequence.
+_STOPPED = re.compile(r"Signal \d+ \(SIG(TERM|INT|HUP)\) received by PID")
 
 
 def interrupted_exit_code(signum: int) -> int:
@@ -203,7 +205,7 @@ class LaunchResult:
 
         def order(f: dict[str, Any]) -> tuple[int, float]:
             message = f.get("message") or ""
-            if f.get("recorded") and not _PEER_LOST.search(message):
+            if f.get("recorded") and not _PEER_LOST.search(message) and not _STOPPED.search(message):
                 rank = 0 if f["exitcode"] > 0 else 1  # raised on its own before torchrun stopped it
             elif f["exitcode"] < 0 and f["exitcode"] != -signal.SIGTERM:
                 rank = 2  # killed from outside (SIGKILL, OOM killer, segfault); SIGTERM is torchrun stopping peers

@@ -247,3 +247,15 @@ def test_restarts_never_resume_into_someone_elses_run(tmp_path):
     res = run_cli(["train", "--data-backend", "synthetic", "--gpus", 2, "--max-restarts", 1, "--out", tmp_path])
     assert res.exit_code == 2 and "already holds a run" in res.output
     assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_a_rank_torchrun_stopped_is_not_the_root_cause():
+    """torchelastic records a rank that torchrun SIGTERMed after a peer died as 'Signal 15 (SIGTERM) received by PID':
+    the peer killed by SIGKILL is the cause, whichever was recorded first (CI saw the stopped rank named)."""
+    from rn50.launch import LaunchResult
+
+    stopped = {"rank": 0, "exitcode": -15, "recorded": True, "host": "vm", "pid": 10, "timestamp": 1.0,
+               "message": "SignalException: Signal 15 (SIGTERM) received by PID 10"}  # fmt: skip
+    killed = {"rank": 1, "exitcode": -9, "recorded": False, "host": "vm", "pid": 11, "timestamp": 2.0, "message": ""}
+    for failures in ([stopped, killed], [killed, stopped]):
+        assert LaunchResult(returncode=1, failures=failures).root_cause()["rank"] == 1
