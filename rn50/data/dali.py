@@ -14,7 +14,6 @@ and counted: the pipeline is rebuilt and the batch re-fed without it.
 from __future__ import annotations
 
 import io
-import random
 from collections import deque
 from collections.abc import Iterator
 
@@ -24,7 +23,7 @@ from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, refill_candidates
 from rn50.data.folders import FileList
-from rn50.data.transforms import MEAN, STD, eval_resize, random_resized_crop_box
+from rn50.data.transforms import MEAN, STD, eval_resize, train_window
 from rn50.errors import UserError
 from rn50.recipes import Recipe
 
@@ -232,11 +231,11 @@ class DaliLoader:
                     self._mark_bad(path, why)
                     continue
                 if self.train:
-                    rng = random.Random(aug_seed)
-                    top, left, h, w = random_resized_crop_box(*size, rng, self.recipe.crop_area, self.recipe.crop_ratio)
+                    r = self.recipe
+                    top, left, h, w, flip = train_window(*size, aug_seed, r.crop_area, r.crop_ratio, r.hflip)
                     anchors.append(np.array([left, top], dtype=np.float32))
                     shapes.append(np.array([w, h], dtype=np.float32))
-                    mirrors.append(int(self.recipe.hflip and rng.random() < 0.5))
+                    mirrors.append(int(flip))
                 data.append(encoded)
                 labels.append(self.files.labels[candidate])
                 items.append((candidate, aug_seed))

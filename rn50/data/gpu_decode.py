@@ -15,7 +15,6 @@ stand-in (`refill_candidates`) as in the other backends. Everything but the deco
 from __future__ import annotations
 
 import io
-import random
 import time
 from typing import Any
 
@@ -25,8 +24,7 @@ from torch import Tensor
 
 from rn50.data.batches import normalize_on_device, refill_candidates
 from rn50.data.dali import EXIF_ORIENTATION, read_encoded
-from rn50.data.torch_loader import TorchLoader, decode_rgb
-from rn50.data.transforms import center_crop_box, random_resized_crop_box
+from rn50.data.torch_loader import TorchLoader, crop_resize_flip, decode_rgb
 
 # Start-of-frame markers nvJPEG decodes: baseline, extended sequential and progressive Huffman-coded JPEGs.
 GPU_SOF = (0xC0, 0xC1, 0xC2)
@@ -222,19 +220,10 @@ class GpuDecodeLoader(TorchLoader):
         return None
 
     def _transform(self, sample: dict[str, Any], image: Tensor) -> Tensor:
-        """The pytorch backend's crop, resize and flip (ImageDataset._transform), on the device."""
-        from torchvision.transforms.v2 import functional as TF
-
-        _, height, width = image.shape
-        if self.train:
-            rng = random.Random(sample["seed"])
-            top, left, h, w = random_resized_crop_box(height, width, rng, self.crop_area, self.crop_ratio)
-            flip = self.hflip and rng.random() < 0.5
-        else:
-            top, left, h, w = center_crop_box(height, width, self.image_size)
-            flip = False
-        image = TF.resize(image[:, top : top + h, left : left + w], [self.image_size, self.image_size], antialias=True)
-        return image.flip(-1) if flip else image
+        """The pytorch backend's crop, resize and flip, on the device."""
+        return crop_resize_flip(
+            image, sample["seed"], self.train, self.image_size, self.crop_area, self.crop_ratio, self.hflip
+        )
 
     def _usable(self, batch) -> bool:
         self._note_bad(batch[2])

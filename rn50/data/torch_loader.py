@@ -4,7 +4,6 @@ memory, normalisation and layout on the device, prefetched on a side stream on C
 from __future__ import annotations
 
 import atexit
-import random
 import signal
 import warnings
 import weakref
@@ -16,7 +15,7 @@ from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
 from rn50.data.folders import FileList
-from rn50.data.transforms import center_crop_box, eight_bit, open_rgb, random_resized_crop_box
+from rn50.data.transforms import center_crop_box, eight_bit, open_rgb, train_window
 from rn50.recipes import Recipe
 
 # torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
@@ -70,22 +69,32 @@ class ImageDataset(torch.utils.data.Dataset):
         return None, None, bad
 
     def _transform(self, image: Tensor, aug_seed: int) -> Tensor:
-        from torchvision.transforms.v2 import functional as TF
+        return crop_resize_flip(
+            image, aug_seed, self.train, self.image_size, self.crop_area, self.crop_ratio, self.hflip
+        )
 
-        _, height, width = image.shape
-        if self.train:
-            rng = random.Random(aug_seed)
-            top, left, h, w = random_resized_crop_box(height, width, rng, self.crop_area, self.crop_ratio)
-            flip = self.hflip and rng.random() < 0.5
-        else:
-            top, left, h, w = center_crop_box(height, width, self.image_size)
-            flip = False
-        # Crop first, then resize only the kept pixels.
-        image = image[:, top : top + h, left : left + w]
-        image = TF.resize(image, [self.image_size, self.image_size], antialias=True)
-        if flip:
-            image = image.flip(-1)
-        return image
+
+def crop_resize_flip(
+    image: Tensor,
+    aug_seed: int,
+    train: bool,
+    image_size: int,
+    crop_area: tuple[float, float],
+    crop_ratio: tuple[float, float],
+    hflip: bool,
+) -> Tensor:
+    """uint8 CHW image (any device) -> image_size x image_size: train takes the sample's seeded crop window and flip
+    (`train_window`), val the centre crop of `eval_resize`; only the kept pixels are resized."""
+    from torchvision.transforms.v2 import functional as TF
+
+    _, height, width = image.shape
+    if train:
+        top, left, h, w, flip = train_window(height, width, aug_seed, crop_area, crop_ratio, hflip)
+    else:
+        top, left, h, w = center_crop_box(height, width, image_size)
+        flip = False
+    image = TF.resize(image[:, top : top + h, left : left + w], [image_size, image_size], antialias=True)
+    return image.flip(-1) if flip else image
 
 
 def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:

@@ -76,6 +76,21 @@ def random_resized_crop_box(
     return (height - h) // 2, (width - w) // 2, h, w
 
 
+def train_window(
+    height: int,
+    width: int,
+    aug_seed: int,
+    crop_area: tuple[float, float] = CROP_AREA,
+    crop_ratio: tuple[float, float] = CROP_RATIO,
+    hflip: bool = True,
+) -> tuple[int, int, int, int, bool]:
+    """(top, left, h, w, flip) of a training sample, drawn from its augmentation seed only: the one rule every file
+    backend uses, so they take the same crops and a resumed run sees the crops an uninterrupted one does."""
+    rng = random.Random(aug_seed)
+    top, left, h, w = random_resized_crop_box(height, width, rng, crop_area, crop_ratio)
+    return top, left, h, w, hflip and rng.random() < 0.5
+
+
 def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
     """The region that `resize shorter side to eval_resize(size), centre crop size` keeps, in source pixels."""
     side = max(1, min(height, width, round(min(height, width) * image_size / eval_resize(image_size))))
