@@ -200,3 +200,15 @@ def resolve_device(requested: str | None = "auto") -> str:
     if requested != "cpu" and not torch.cuda.is_available():
         raise UserError(f"--device {requested} asked for, but no CUDA GPU is visible; use --device cpu")
     return str(requested)
+
+
+def synchronize(device: Any) -> None:
+    """Wait until the work queued on `device` ("cuda", "cuda:1", a torch.device; None or "cpu": nothing to wait
+    for) has finished: what every timer and barrier does before it reads a clock."""
+    if device is None:
+        return
+    import torch
+
+    device = torch.device(device)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
