@@ -25,6 +25,7 @@ from torch import Tensor
 from rn50.data.batches import normalize_on_device, refill_candidates
 from rn50.data.dali import EXIF_ORIENTATION, read_encoded
 from rn50.data.torch_loader import TorchLoader, crop_resize_flip, decode_rgb
+from rn50.env import synchronize
 
 # Start-of-frame markers nvJPEG decodes: baseline, extended sequential and progressive Huffman-coded JPEGs.
 GPU_SOF = (0xC0, 0xC1, 0xC2)
@@ -157,10 +158,6 @@ class GpuDecodeLoader(TorchLoader):
     def _collate(self):
         return collate_encoded
 
-    def _sync(self) -> None:
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-
     def _decode(self, samples: list[dict[str, Any]]) -> list[tuple[dict[str, Any], Tensor]]:
         """(sample, uint8 RGB CHW image on the device, as it is to be shown) for every sample that decodes; in
         training one that does not is replaced by its first decodable stand-in, as the workers would have."""
@@ -230,17 +227,17 @@ class GpuDecodeLoader(TorchLoader):
         return len(batch[0]) > 0
 
     def _to_device(self, batch) -> tuple[Tensor, Tensor] | None:
-        self._sync()
+        synchronize(self.device)
         t0 = time.perf_counter()
         decoded = self._decode(batch[0])
-        self._sync()
+        synchronize(self.device)
         t1 = time.perf_counter()
         if len(decoded) < self._min_batch:
             return None  # too small to train on (see min_batch)
         images = torch.stack([self._transform(s, image) for s, image in decoded])
         x = normalize_on_device(images, self.device, self.memory_format)
         labels = torch.tensor([s["label"] for s, _ in decoded], dtype=torch.int64).to(self.device, non_blocking=True)
-        self._sync()
+        synchronize(self.device)
         self.timings["decode_s"] += t1 - t0
         self.timings["augment_s"] += time.perf_counter() - t1
         self.timings["images"] += len(decoded)
