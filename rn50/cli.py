@@ -855,8 +855,7 @@ def bench_train(
         sweep=sweep,
         rounds=rounds,
     )
-    with progress_bar("bench train") as progress:
-        report = run_train_bench(cfg, progress=progress)
+    report = run_train_bench(cfg, progress=True)
     if not report.rows:
         console.print(f"node {node_rank}: all ranks finished; the node that ran global rank 0 writes the table")
         return
@@ -871,39 +870,6 @@ def print_flags(flags: list[str]) -> None:
     """Each flag on its own line, on stdout beside the table it qualifies."""
     for flag in flags:
         console.print(f"[bold yellow]flag:[/] {escape(flag)}", highlight=False, soft_wrap=True)
-
-
-class progress_bar:
-    """A rich progress bar on stderr with the whole command's estimated time left; `update(done, total, text)`."""
-
-    def __init__(self, what: str) -> None:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-        from rn50.bench.progress import EtaColumn
-
-        self.what = what
-        self.bar = Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            EtaColumn(),
-            console=err_console,
-            transient=True,
-        )
-        self.task = None
-
-    def __enter__(self):
-        self.bar.start()
-        return self.update
-
-    def update(self, done: float, total: float, text: str) -> None:
-        if self.task is None:
-            self.task = self.bar.add_task(self.what, total=total)
-        self.bar.update(self.task, completed=done, total=total, description=f"{self.what}: {text}")
-
-    def __exit__(self, *exc) -> None:
-        self.bar.stop()
 
 
 @bench_app.command("data")
@@ -928,17 +894,21 @@ def bench_data(
         bool | None,
         typer.Option("--step/--no-step", help="Also time the training step (default: on with CUDA, off on CPU)."),
     ] = None,
-    out: Annotated[Path | None, typer.Option(help="Also write Markdown, CSV and JSON here.")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Folder for the Markdown, CSV and JSON results, rewritten after every round.")
+    ] = Path("runs/bench-data"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as JSON.")] = False,
 ) -> None:
     """Input-pipeline img/s per data backend, total and per CPU core, with synthetic data as the ceiling.
 
     The defaults (batch 32, 5 + 50 batches in 5 rounds, 224 px) take well under a minute on 2 CPU cores with real
-    ImageNet JPEGs; on tiny images the timed window is short and flagged: raise --iters."""
-    from rn50.bench.datapipe import BACKENDS, COLUMNS, DataBenchConfig, run_data_bench, table_rows, write_outputs
+    ImageNet JPEGs; on tiny images the timed window is short and flagged: raise --iters. The tables are rewritten
+    after every round; Ctrl-C keeps the finished rounds and says where they are."""
+    from rn50.bench.datapipe import COLUMNS, DEFAULT_BACKENDS, DataBenchConfig, run_data_bench, table_rows
     from rn50.bench.report import markdown_table
 
-    backends = tuple(b.strip() for item in (backend or [",".join(BACKENDS)]) for b in item.split(",") if b.strip())
+    chosen = backend or [",".join(DEFAULT_BACKENDS)]
+    backends = tuple(b.strip() for item in chosen for b in item.split(",") if b.strip())
     cfg = DataBenchConfig(
         data=data,
         backends=backends,
@@ -952,10 +922,10 @@ def bench_data(
         ceiling=ceiling,
         step=step,
         rounds=rounds,
+        out=out,
     )
-    with err_console.status("timing the input pipelines in interleaved rounds ..."):
-        report = run_data_bench(cfg)
-    files = write_outputs(report, out) if out is not None else {}
+    report = run_data_bench(cfg)
+    files = report.files
     if as_json:
         console.print_json(json.dumps({**report.to_dict(), "files": files}, default=str))
         return

@@ -17,6 +17,7 @@ PRECISIONS = ("fp16", "bf16", "tf32", "fp32")
 MEMORY_FORMATS = ("channels_last", "contiguous")
 LR_SCHEDULES = ("cosine", "linear", "step")
 DATA_BACKENDS = ("dali-gpu", "dali-cpu", "pytorch-gpu", "pytorch", "synthetic")
+FILE_BACKENDS = tuple(b for b in DATA_BACKENDS if b != "synthetic")  # the backends that read image files
 CONV_INITS = ("fan_in", "fan_out")
 
 

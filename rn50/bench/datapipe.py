@@ -8,22 +8,28 @@ the device. Compare a backend's img/s with `rn50 bench train`'s: below it, data 
 from __future__ import annotations
 
 import logging
+import signal
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rn50.bench.progress import ProgressBar
+from rn50.bench.stop import Interrupted, StopSignals
+from rn50.env import synchronize
 from rn50.errors import UserError
+from rn50.recipes import FILE_BACKENDS
 
 log = logging.getLogger("rn50.bench")
 
-BACKENDS = ("pytorch", "pytorch-gpu", "dali-cpu", "dali-gpu")
+# The default order: the plain PyTorch loader first, the one 'vs first' compares the others with.
+DEFAULT_BACKENDS = ("pytorch", *(b for b in reversed(FILE_BACKENDS) if b != "pytorch"))
 
 
 @dataclass(frozen=True)
 class DataBenchConfig:
     data: Path
-    backends: tuple[str, ...] = BACKENDS
+    backends: tuple[str, ...] = DEFAULT_BACKENDS
     batch: int = 32
     workers: int = 2  # DataLoader processes (pytorch) or DALI CPU threads: the cores a backend may use
     warmup: int = 5
@@ -35,6 +41,8 @@ class DataBenchConfig:
     step: bool | None = None  # also time the training step on synthetic data (None: on with CUDA, off on CPU)
     recipe: str = "dgxa100-fp16-90"
     rounds: int = 5  # interleaved rounds: the timed batches are split over them, backends rotated each round
+    out: Path | None = None  # folder for the tables, rewritten after every round (None: no files)
+    progress: bool = True  # a progress bar on stderr
 
     def validate(self) -> None:
         def need(ok: bool, msg: str) -> None:
@@ -44,9 +52,12 @@ class DataBenchConfig:
         need(Path(self.data).is_dir(), f"data folder not found: {self.data}")
         need(self.split in ("train", "val"), f"--split must be train or val, not {self.split!r}")
         need(Path(self.data, self.split).is_dir(), f"{self.data} has no {self.split}/ folder (ImageNet layout)")
-        need(bool(self.backends), "--backend needs at least one of " + ", ".join(BACKENDS))
+        need(bool(self.backends), "--backend needs at least one of " + ", ".join(DEFAULT_BACKENDS))
         for b in self.backends:
-            need(b in BACKENDS, f"unknown backend {b!r}: use {', '.join(BACKENDS)} (synthetic is always the ceiling)")
+            need(
+                b in FILE_BACKENDS,
+                f"unknown backend {b!r}: use {', '.join(DEFAULT_BACKENDS)} (synthetic is always the ceiling)",
+            )
         need(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
         need(self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
@@ -54,6 +65,7 @@ class DataBenchConfig:
         need(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         need(self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}")
         need(self.device in (None, "cpu", "cuda"), f"--device must be cuda or cpu, not {self.device!r}")
+        need(self.out is None or not Path(self.out).is_file(), f"--out {self.out} is a file; give a folder")
         if self.device == "cuda":
             import torch
 
@@ -91,6 +103,22 @@ class DataBenchReport:
     env: dict[str, Any] = field(default_factory=dict)
     step: dict[str, Any] | None = None  # the training step's img/s on synthetic data, when timed
     flags: list[str] = field(default_factory=list)
+    rounds_planned: int = 0
+    rounds_done: int = 0  # the figures come from these first rounds
+    interrupted: str | None = None  # the signal that stopped the run (SIGINT, SIGTERM)
+    files: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def partial(self) -> str | None:
+        """'PARTIAL: ...' when the run did not finish (None when it did)."""
+        if not self.interrupted:
+            return None
+        k, n = self.rounds_done, self.rounds_planned
+        during = "; stopped while timing the training step" if k == n else ""
+        return (
+            f"PARTIAL: interrupted by {self.interrupted} after round {k} of {n}{during}; the figures come from the "
+            "finished rounds"
+        )
 
     @property
     def verdict(self) -> str | None:
@@ -115,6 +143,10 @@ class DataBenchReport:
             "train_step": self.step,
             "verdict": self.verdict,
             "flags": self.flags,
+            "rounds": self.rounds_planned,
+            "finished_rounds": self.rounds_done,
+            "complete": not self.interrupted,
+            "interrupted": self.interrupted,
         }
 
 
@@ -150,18 +182,12 @@ class _Stream:
                 raise UserError("the loader yields no batch: the split has fewer images than one batch; lower --batch")
             self.epoch += 1
 
-    def sync(self) -> None:
-        if self.device.type == "cuda":
-            import torch
-
-            torch.cuda.synchronize(self.device)
-
     def take(self, n: int) -> float:
         """`n` untimed batches; their seconds."""
         t0 = time.perf_counter()
         for _ in range(n):
             next(self.it)
-        self.sync()
+        synchronize(self.device)
         return time.perf_counter() - t0
 
     def timed(self, n: int) -> tuple[int, float, int, Any, dict[str, float]]:
@@ -173,7 +199,7 @@ class _Stream:
         for _ in range(n):
             x, _ = next(self.it)
             images += x.shape[0]
-        self.sync()
+        synchronize(self.device)
         seconds = time.perf_counter() - start
         own = {k: v - own_before[k] for k, v in getattr(self.loader, "timings", {}).items() if k in own_before}
         return images, seconds, self.epoch - restarts_before, x, own
@@ -200,10 +226,13 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     Every loader is built and warmed first; then each round times every backend for its share of `iters` batches,
     the order rotated round by round. A round starts with a few untimed batches per backend: the queue a
     prefetching loader filled while the others ran was made in their time, not its own. Img/s is a backend's images
-    over its timed seconds; the ratios (of synthetic, vs the first backend) are medians of per-round ratios."""
+    over its timed seconds; the ratios (of synthetic, vs the first backend) are medians of per-round ratios.
+
+    With `cfg.out`, the tables are rewritten after every round; SIGINT/SIGTERM stop at once and keep the finished
+    rounds (Interrupted says where)."""
     import torch
 
-    from rn50.bench.timing import LoadWatch, load_flags, ratio_stats, spread_flag, window_flags
+    from rn50.bench.timing import LoadWatch
     from rn50.data.loaders import make_loader
     from rn50.env import capture_env
     from rn50.recipes import get_recipe
@@ -213,86 +242,162 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     device = torch.device("cuda", 0) if device_kind == "cuda" else torch.device("cpu")
     base = get_recipe(cfg.recipe).replace(batch_size=cfg.batch, gpus=1, image_size=cfg.image_size, workers=cfg.workers)
     config = asdict(cfg)
-    config.update(data=str(cfg.data), backends=list(cfg.backends))
-    report = DataBenchReport(config=config, device=str(device))
+    config.update(data=str(cfg.data), backends=list(cfg.backends), out=str(cfg.out) if cfg.out else None)
+    split = _split(cfg.iters, cfg.rounds)
+    report = DataBenchReport(config=config, device=str(device), rounds_planned=len(split))
+    report.env = capture_env()  # before any work
     watch = LoadWatch()
     order = (["synthetic"] if cfg.ceiling else []) + list(dict.fromkeys(cfg.backends))
     streams: dict[str, _Stream] = {}
     results: dict[str, BackendResult] = {}
-    try:
-        for backend in order:
-            reason = None if backend == "synthetic" else skip_reason(backend, device_kind)
-            if reason:
-                results[backend] = BackendResult(backend, "skipped", reason)
-                log.info("%s: skipped (%s)", backend, reason)
-                continue
-            recipe = base.replace(data_backend=backend)
-            try:
-                # The classifier size does not change the loader; the dataset's class count must fit the recipe.
-                root = None if backend == "synthetic" else cfg.data
-                loader = make_loader(root, cfg.split, recipe, backend, device, workers=cfg.workers)
-            except UserError as e:
-                if backend == "synthetic":
-                    raise
-                results[backend] = BackendResult(backend, "skipped", str(e))
-                continue
-            streams[backend] = _Stream(loader, device)
-            cores = None if backend == "synthetic" else max(1, cfg.workers)
-            results[backend] = BackendResult(backend, "ok", cores=cores, round_img_per_s=[])
-            results[backend].setup_seconds = streams[backend].take(max(1, cfg.warmup))
-        names = list(streams)
-        own: dict[str, dict[str, float]] = {n: {} for n in names}
-        settle = max(2, 2 * cfg.workers)  # a DataLoader's prefetch (2 per worker) or DALI's queue
-        for r, n_iters in enumerate(_split(cfg.iters, cfg.rounds)):
-            for k in range(len(names)):
-                name = names[(r + k) % len(names)]
-                stream, res = streams[name], results[name]
-                stream.take(settle if len(names) > 1 else 0)
-                images, seconds, restarts, last, mine = stream.timed(n_iters)
-                res.images += images
-                res.seconds = (res.seconds or 0.0) + seconds
-                res.epochs += restarts
-                res.round_img_per_s.append(images / seconds)
-                res.batch_shape, res.batch_dtype = list(last.shape), str(last.dtype).replace("torch.", "")
-                for key, v in mine.items():
-                    own[name][key] = own[name].get(key, 0.0) + v
-                del last
-    finally:
-        for stream in streams.values():
-            stream.loader.close()
+    rounds: dict[str, list[_Round]] = {}  # every timed (backend, round), in the order run
+    step = cfg.step if cfg.step is not None else device.type == "cuda"
+    settle = max(2, 2 * cfg.workers)  # a DataLoader's prefetch (2 per worker) or DALI's queue
+    # The whole command in batches, for the time-left estimate: each backend's setup (its warmup batches, start-up
+    # included) and every backend's share of every round, then the training step when it is timed.
+    per_round = [(settle if len(order) > 1 else 0) + n for n in split]
+    total = len(order) * (max(1, cfg.warmup) + sum(per_round)) + (max(1, cfg.warmup) + cfg.iters if step else 0)
+    with StopSignals("bench data") as stop, ProgressBar("bench data", total, cfg.progress) as bar:
+        try:
+            for backend in order:
+                bar.update(f"{backend}: setting up")
+                reason = None if backend == "synthetic" else skip_reason(backend, device_kind)
+                if reason:
+                    results[backend] = BackendResult(backend, "skipped", reason)
+                    log.info("%s: skipped (%s)", backend, reason)
+                else:
+                    try:
+                        # The classifier size does not change the loader; the dataset's classes must fit the recipe.
+                        root = None if backend == "synthetic" else cfg.data
+                        recipe = base.replace(data_backend=backend)
+                        loader = make_loader(root, cfg.split, recipe, backend, device, workers=cfg.workers)
+                    except Interrupted:
+                        raise
+                    except UserError as e:
+                        if backend == "synthetic":
+                            raise
+                        results[backend] = BackendResult(backend, "skipped", str(e))
+                    else:
+                        streams[backend] = _Stream(loader, device)
+                        cores = None if backend == "synthetic" else max(1, cfg.workers)
+                        results[backend] = BackendResult(backend, "ok", cores=cores, round_img_per_s=[])
+                        rounds[backend] = []
+                        results[backend].setup_seconds = streams[backend].take(max(1, cfg.warmup))
+                bar.update(advance=max(1, cfg.warmup) + sum(per_round) * (backend not in streams))
+            report.results = [results[b] for b in order]
+            names = list(streams)
+            if not [n for n in names if n != "synthetic"]:
+                why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")
+                raise UserError(f"no data backend could run here ({why})")
+            for r, n_iters in enumerate(split):
+                for k in range(len(names)):
+                    name = names[(r + k) % len(names)]
+                    bar.update(f"round {r + 1}/{len(split)}: {name}")
+                    stream = streams[name]
+                    stream.take(settle if len(names) > 1 else 0)
+                    images, seconds, restarts, last, own = stream.timed(n_iters)
+                    rounds[name].append(_Round(images, seconds, restarts, own))
+                    res = results[name]
+                    res.batch_shape, res.batch_dtype = list(last.shape), str(last.dtype).replace("torch.", "")
+                    del last
+                    bar.update(advance=per_round[r])
+                with stop.held():  # the tables of the finished rounds, never half written
+                    report.rounds_done = r + 1
+                    _summarize(report, results, rounds, cfg, watch)
+                    _write(report, cfg)
+            if step:
+                bar.update("the training step on synthetic data")
+                report.step = time_train_step(base, device, cfg.warmup, cfg.iters)
+                bar.update(advance=max(1, cfg.warmup) + cfg.iters)
+        except (Interrupted, KeyboardInterrupt) as e:
+            stopped = e if isinstance(e, Interrupted) else stop.interruption(signal.SIGINT)
+            raise stopped.adding(_stopped(report, results, rounds, cfg, watch, stop, stopped)) from None
+        finally:
+            for stream in streams.values():
+                stream.loader.close()
     for name in names:
-        res = results[name]
-        res.img_per_s = res.images / res.seconds
-        res.img_per_s_per_core = res.img_per_s / res.cores if res.cores else None
-        if own[name].get("images"):
+        log.info("%s: %.1f img/s", name, results[name].img_per_s)
+    _summarize(report, results, rounds, cfg, watch)
+    _write(report, cfg)
+    return report
+
+
+@dataclass
+class _Round:
+    """One backend's share of one round: images, seconds, epoch restarts, the loader's own `timings` deltas."""
+
+    images: int
+    seconds: float
+    restarts: int
+    own: dict[str, float]
+
+
+def _stopped(report, results, rounds, cfg, watch, stop, e: Interrupted) -> str:
+    """Keep what finished after a signal: the partial tables (when a round had finished) and where they are."""
+    n, k = report.rounds_planned, report.rounds_done
+    report.interrupted = e.signal_name
+    if not k:
+        return "no round had finished: nothing to write"
+    with stop.held():
+        _summarize(report, results, rounds, cfg, watch)
+        files = _write(report, cfg)
+    if not files:
+        return f"round {k} of {n} had finished; give --out to keep partial results"
+    return f"partial results (round {k} of {n}) in {files['md']}"
+
+
+def _summarize(
+    report: DataBenchReport,
+    results: dict[str, BackendResult],
+    rounds: dict[str, list[_Round]],
+    cfg: DataBenchConfig,
+    watch,
+) -> None:
+    """Every figure and flag from the first `report.rounds_done` rounds (a backend timed in a round that did not
+    finish is left out of it)."""
+    from rn50.bench.timing import load_flags, ratio_stats, spread_flag, window_flags
+
+    k = report.rounds_done
+    names = [n for n in rounds if n in results]
+    for name in names:
+        res, done = results[name], rounds[name][:k]
+        res.images = sum(d.images for d in done)
+        res.seconds = sum(d.seconds for d in done)
+        res.epochs = sum(d.restarts for d in done)
+        res.round_img_per_s = [d.images / d.seconds for d in done]
+        res.img_per_s = res.images / res.seconds if res.seconds else None
+        res.img_per_s_per_core = res.img_per_s / res.cores if res.cores and res.img_per_s else None
+        own: dict[str, float] = {}
+        for d in done:
+            for key, v in d.own.items():
+                own[key] = own.get(key, 0.0) + v
+        if own.get("images"):
             for key in ("decode_s", "augment_s"):
-                if key in own[name]:
-                    setattr(res, f"{key.removesuffix('_s')}_ms_per_image", 1000 * own[name][key] / own[name]["images"])
-        log.info("%s: %.1f img/s", name, res.img_per_s)
-    report.results = [results[b] for b in order]
-    real = [n for n in names if n != "synthetic"]
-    if not real:
-        why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")
-        raise UserError(f"no data backend could run here ({why})")
+                if key in own:
+                    setattr(res, f"{key.removesuffix('_s')}_ms_per_image", 1000 * own[key] / own["images"])
     flags: list[str] = []
-    for name in real:
+    real = [n for n in names if n != "synthetic"]
+    for name in real if k else []:
         res = results[name]
-        if "synthetic" in results and results["synthetic"].status == "ok":
+        if "synthetic" in names:
             ceil = results["synthetic"].round_img_per_s
             res.vs_ceiling = ratio_stats([a / b for a, b in zip(res.round_img_per_s, ceil, strict=True)])["ratio"]
-        flags += window_flags(name, res.seconds, cfg.iters)
+        flags += window_flags(name, res.seconds, sum(_split(cfg.iters, cfg.rounds)[:k]))
         if name != real[0]:
             first = results[real[0]].round_img_per_s
             stats = ratio_stats([a / b for a, b in zip(res.round_img_per_s, first, strict=True)])
             res.vs_first, res.vs_first_spread = stats["ratio"], stats["ratio_spread"]
             flags += spread_flag(f"{name} vs {real[0]}", stats)
-    if cfg.step if cfg.step is not None else device.type == "cuda":
-        report.step = time_train_step(base, device, cfg.warmup, cfg.iters)
-    report.env = capture_env()
     load = watch.summary()
     report.env.update(loadavg_before=load["loadavg_before"], loadavg=load["loadavg_after"], load=load)
     report.flags = flags + load_flags(load)
-    return report
+
+
+def _write(report: DataBenchReport, cfg: DataBenchConfig) -> dict[str, str]:
+    """The tables under cfg.out (none without one); kept in report.files."""
+    if cfg.out is not None:
+        report.files = write_outputs(report, Path(cfg.out))
+    return report.files
 
 
 def time_train_step(recipe, device, warmup: int, iters: int) -> dict[str, Any]:
@@ -376,6 +481,8 @@ def write_outputs(report: DataBenchReport, out: Path) -> dict[str, str]:
         f"split over {c['rounds']} interleaved rounds (backends rotated each round); 'of synthetic' and 'vs first' "
         "(this backend over the first one listed) are medians of per-round ratios, spread = (max - min) / median."
     ]
+    if report.partial:
+        notes.insert(0, report.partial)
     notes += report.flags
     if report.verdict:
         notes.append(report.verdict)

@@ -14,7 +14,6 @@ after every batch size; SIGINT/SIGTERM end the sweep with where its partial resu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import signal
@@ -26,6 +25,7 @@ from typing import Any
 import torch
 
 from rn50.bench import report
+from rn50.bench.progress import ProgressBar
 from rn50.bench.runtimes import (
     PRECISIONS,
     RUNTIMES,
@@ -36,7 +36,7 @@ from rn50.bench.runtimes import (
     make_runtime,
     math_mode,
 )
-from rn50.bench.scaling import Interrupted
+from rn50.bench.stop import Interrupted, StopSignals
 from rn50.bench.timing import (
     LoadWatch,
     LoopResult,
@@ -286,10 +286,16 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
         runtimes: list[tuple[dict[str, Any], Runtime]] = []
         timed: list[dict[str, Any]] = []
         unbuilt: list[dict[str, Any]] = []  # a series that did not build: one row, after the timed ones
-        with _StopSignals() as stop, _progress(cfg.progress, sum(cfg.batches)) as advance:
+        # The whole command in units for the time-left estimate: one per series build, one per agreement check,
+        # and the batch sizes together as many units as there are of them, each weighted by its share of the work
+        # (with --iters, its images; with --min-time, the same time each).
+        weights = {b: (b if cfg.iters is not None else 1) for b in cfg.batches}
+        scale = len(cfg.batches) / sum(weights.values())
+        total = len(plan) + len(cfg.batches) + (len(plan) if reference is not None else 0)
+        with StopSignals("bench infer") as stop, ProgressBar("bench infer", total, cfg.progress) as bar:
             try:
                 for backend, precision in plan:
-                    advance(f"{backend} {precision}: building")
+                    bar.update(f"{backend} {precision}: building")
                     series, rt = _build(backend, precision, model, opts, cfg, artifact)
                     result["series"].append(series)
                     if rt is None:
@@ -297,23 +303,27 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
                         result["rows"] = timed + unbuilt
                     else:
                         runtimes.append((series, rt))
-                    stop.check()
+                    stop.check()  # an exporter may have caught the signal's Interrupted as a failure of its own
+                    bar.update(advance=1)
                 for batch in cfg.batches:
-                    advance(f"batch {batch}: {len(runtimes)} series in {cfg.rounds} interleaved rounds")
-                    timed.extend(_time_batch(runtimes, batch, cfg, opts))
+                    bar.update(f"batch {batch}: {len(runtimes)} series in {cfg.rounds} interleaved rounds")
+                    rows = _time_batch(runtimes, batch, cfg, opts)
+                    stop.check()  # not a batch size that finished, should a runtime have caught the signal
+                    timed.extend(rows)
                     result["rows"] = timed + unbuilt
                     result["finished_batches"].append(batch)
                     with stop.held():  # a signal while the tables are written waits for them
                         result["flags"] = infer_flags(result, watch.summary())
                         result["paths"] = write_infer_report(result, stem)
-                    advance(None, batch)
+                    bar.update(advance=weights[batch] * scale)
                 for series, rt in runtimes:
                     if reference is not None:
-                        advance(f"{series['backend']} {series['precision']}: top-1 agreement")
+                        bar.update(f"{series['backend']} {series['precision']}: top-1 agreement")
                         _agreement(series, rt, reference, cfg, opts, result["rows"])
-                    stop.check()
+                        stop.check()
+                        bar.update(advance=1)
             except (Interrupted, KeyboardInterrupt) as e:
-                signum = e.exit_code - 128 if isinstance(e, Interrupted) else signal.SIGINT
+                stopped = e if isinstance(e, Interrupted) else stop.interruption(signal.SIGINT)
                 done = result["finished_batches"]
                 if done:
                     with stop.held():
@@ -325,49 +335,10 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
                     )
                 else:
                     where = "no batch size had finished: nothing to write"
-                raise Interrupted(f"bench infer: stopped by {signal.Signals(signum).name}; {where}", signum) from None
+                raise stopped.adding(where) from None
         result["flags"] = infer_flags(result, watch.summary())
         result["paths"] = write_infer_report(result, stem)
         return result
-
-
-class _StopSignals:
-    """SIGINT and SIGTERM raise Interrupted at once, except while `held()` (a table being written): then at its end."""
-
-    def __enter__(self) -> _StopSignals:
-        self.holding, self.pending = False, None
-        self.old = {}
-
-        def stop(signum: int, frame: Any) -> None:
-            if self.holding:
-                self.pending = self.pending or signum
-                return
-            raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
-
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.old[sig] = signal.signal(sig, stop)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def check(self) -> None:
-        if self.pending:
-            signum, self.pending = self.pending, None  # raised once: the handler then writes the partial tables
-            raise Interrupted(f"stopped by {signal.Signals(signum).name}", signum)
-
-    @contextlib.contextmanager
-    def held(self):
-        self.holding = True
-        try:
-            yield
-        finally:
-            self.holding = False
-        self.check()
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
 
 
 def failures(result: dict[str, Any]) -> str | None:
@@ -629,46 +600,6 @@ def _add_speedups(rows: list[dict[str, Any]]) -> None:
     for r in rows:  # rows timed in interleaved rounds already hold the median of their per-round ratios
         if r.get("status") == "ok" and r.get("batch") in base and "speedup" not in r:
             r["speedup"] = r["img_s"] / base[r["batch"]]
-
-
-class _progress:
-    """A rich progress bar on stderr (or nothing); `advance(description, steps)`."""
-
-    def __init__(self, enabled: bool, total: int) -> None:
-        self.enabled, self.total = enabled, total
-        self._progress: Any = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.console import Console
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            from rn50.bench.progress import EtaColumn
-
-            self._progress = Progress(
-                TextColumn("{task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeElapsedColumn(),
-                EtaColumn(),
-                console=Console(stderr=True),
-                transient=True,
-            )
-            self._progress.start()
-            self._task = self._progress.add_task("bench infer", total=self.total)
-
-        def advance(description: str | None, steps: int = 0) -> None:
-            if self._progress is not None:
-                kwargs: dict[str, Any] = {"advance": steps}
-                if description:
-                    kwargs["description"] = description
-                self._progress.update(self._task, **kwargs)
-
-        return advance
-
-    def __exit__(self, *exc: Any) -> None:
-        if self._progress is not None:
-            self._progress.stop()
 
 
 def series_label(backend: str, precision: str) -> str:

@@ -1,6 +1,13 @@
-"""A progress bar column with the estimated time left for the whole command (elapsed x remaining / done)."""
+"""The benchmarks' one progress bar: rich on stderr, with the estimated time left for the whole command.
+
+A benchmark counts its whole plan in `total` units before it starts (builds or setups, timed rounds or launches,
+checks after) and advances them as each piece finishes, so the estimate (elapsed x remaining / done) is for the
+command, not for the piece that runs now.
+"""
 
 from __future__ import annotations
+
+from typing import Any
 
 from rich.progress import ProgressColumn, Task
 from rich.text import Text
@@ -18,3 +25,61 @@ class EtaColumn(ProgressColumn):
         h, m = divmod(m, 60)
         text = f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
         return Text(f"about {text} left", style="progress.remaining")
+
+
+class ProgressBar:
+    """`with ProgressBar("bench data", total) as bar: bar.update("pytorch: round 1/5", advance=1)`.
+
+    `count`: show "done/total" (whole units such as launches) rather than a percentage. Disabled, or with stderr
+    not a terminal, it does nothing.
+    """
+
+    def __init__(self, what: str, total: float, enabled: bool = True, count: bool = False) -> None:
+        self.what, self.total, self.enabled, self.count = what, total, enabled, count
+        self._bar: Any = None
+        self._task: Any = None
+
+    def __enter__(self) -> ProgressBar:
+        from rich.console import Console
+
+        console = Console(stderr=True)
+        if self.enabled and console.is_terminal:  # to a file or pipe a live bar only leaves blank lines
+            from rich.progress import (
+                BarColumn,
+                MofNCompleteColumn,
+                Progress,
+                TaskProgressColumn,
+                TextColumn,
+                TimeElapsedColumn,
+            )
+
+            self._bar = Progress(
+                TextColumn("{task.description}"),
+                BarColumn(),
+                MofNCompleteColumn() if self.count else TaskProgressColumn(),
+                TimeElapsedColumn(),
+                EtaColumn(),
+                console=console,
+                transient=True,
+            )
+            self._bar.start()
+            self._task = self._bar.add_task(self.what, total=self.total)
+        return self
+
+    def update(
+        self, text: str | None = None, advance: float = 0.0, done: float | None = None, total: float | None = None
+    ) -> None:
+        """Say what runs now (`text`), and count `advance` more units done (or set `done` and `total`)."""
+        if self._bar is None:
+            return
+        kwargs: dict[str, Any] = {"advance": advance} if done is None else {"completed": done}
+        if total is not None:
+            kwargs["total"] = total
+        if text:
+            kwargs["description"] = f"{self.what}: {text}"
+        self._bar.update(self._task, **kwargs)
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

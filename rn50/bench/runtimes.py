@@ -20,6 +20,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from rn50.env import synchronize
 from rn50.errors import UserError
 from rn50.export.formats import artifact_formats, get_format
 from rn50.export.sidecar import sidecar_max_batch
@@ -73,11 +74,6 @@ def math_mode(precision: str, cuda: bool) -> Iterator[None]:
         yield
     finally:
         cudnn.allow_tf32, matmul.allow_tf32 = before
-
-
-def _sync(opts: Options) -> None:
-    if opts.cuda:
-        torch.cuda.synchronize()
 
 
 @dataclass
@@ -145,7 +141,7 @@ class Runtime:
         t0 = time.perf_counter()
         with torch.no_grad():
             step()
-        _sync(self.opts)
+        synchronize(self.opts.device)
         return step, time.perf_counter() - t0
 
     def infer(self, x: Tensor) -> Tensor:
@@ -183,7 +179,7 @@ class EagerRuntime(Runtime):
     def build(self) -> None:
         t0 = time.perf_counter()
         self.module = self._prepared_module()
-        _sync(self.opts)
+        synchronize(self.opts.device)
         self.build_s = time.perf_counter() - t0
 
     def forward(self, x: Tensor) -> Tensor:
@@ -209,7 +205,7 @@ class EagerRuntime(Runtime):
         with torch.no_grad(), torch.cuda.graph(graph):
             static_out = self.forward(static_in)
         self._graphs = {batch: (graph, static_in, static_out)}  # one at a time: each holds a memory pool
-        torch.cuda.synchronize()
+        synchronize(self.opts.device)
         capture_s = time.perf_counter() - t0
 
         if self.opts.include_h2d:
@@ -266,7 +262,7 @@ class CompileRuntime(EagerRuntime):
             with torch.no_grad():
                 step()
                 step()
-            _sync(self.opts)
+            synchronize(self.opts.device)
             first_s += time.perf_counter() - t0
         return step, first_s
 

@@ -28,9 +28,12 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rn50.bench.progress import ProgressBar
+from rn50.bench.stop import Interrupted, StopSignals
 from rn50.errors import UserError
 from rn50.io import atomic_write_json
-from rn50.launch import Launch, interrupted_exit_code, launch
+from rn50.launch import Launch, launch
+from rn50.recipes import DATA_BACKENDS
 
 log = logging.getLogger("rn50.bench")
 
@@ -39,7 +42,6 @@ ESTIMATE_EPOCHS = 90
 MIXED = ("fp16", "bf16")
 FULL = ("tf32", "fp32")
 PRECISION_WORDS = ("mixed", "full", *MIXED, *FULL)
-BACKENDS = ("synthetic", "pytorch", "pytorch-gpu", "dali-cpu", "dali-gpu")
 # Test hook: "RANK:ITER[:kill|raise|hang]" makes that rank fail at that iteration, counted over all precisions.
 FAIL_ENV = "RN50_BENCH_FAIL"
 
@@ -99,7 +101,10 @@ class TrainBenchConfig:
                 re.fullmatch(r"[^\s:]+:\d{1,5}", self.rdzv_endpoint) is not None,
                 f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}",
             )
-        need(self.backend in BACKENDS, f"--backend must be one of {', '.join(BACKENDS)}, not {self.backend!r}")
+        need(
+            self.backend in DATA_BACKENDS,
+            f"--backend must be one of {', '.join(DATA_BACKENDS)}, not {self.backend!r}",
+        )
         need(self.workers is None or self.workers >= 0, f"--workers must be >= 0, got {self.workers}")
         need(self.num_classes >= 1, f"--num-classes must be >= 1, got {self.num_classes}")
         # An unknown recipe must fail here, in one line, not inside every rank.
@@ -194,12 +199,13 @@ def _fail_hook(rank: int) -> tuple[int, str] | None:
     return int(parts[1]), parts[2] if len(parts) > 2 else "kill"
 
 
-def _synchronize(device) -> None:
-    import torch
+def _sync_ranks(device) -> None:
+    """This rank's device, then every rank: the timed window starts and ends at the same moment everywhere."""
     import torch.distributed as dist
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    from rn50.env import synchronize
+
+    synchronize(device)
     if dist.is_available() and dist.is_initialized():
         if device.type == "cuda":
             dist.barrier(device_ids=[device.index])
@@ -284,7 +290,7 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
         local_images = 0  # counted from the batches (a loader may skip an unreadable file), no host sync
         for phase, n in (("warmup", spec["warmup"]), ("timed", spec["iters"])):
             if phase == "timed":
-                _synchronize(device)
+                _sync_ranks(device)
                 start = time.perf_counter()
             for _ in range(n):
                 if fail is not None and step_index == fail[0]:
@@ -300,7 +306,7 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
                 step_index += 1
                 if phase == "timed":
                     local_images += images.shape[0]
-        _synchronize(device)
+        _sync_ranks(device)
         elapsed = time.perf_counter() - start
         final_loss = float(loss.detach().float().item()) if loss is not None else math.nan
         images_timed = _sum_over_ranks(local_images, device)
@@ -454,9 +460,9 @@ COLUMNS = (
 )
 
 
-def run_train_bench(cfg: TrainBenchConfig, progress: Any = None) -> TrainBenchReport:
+def run_train_bench(cfg: TrainBenchConfig, progress: bool = False) -> TrainBenchReport:
     """Sweep 1, 2, 4 ... N workers per node through torchrun in interleaved rounds; rewrite JSON, CSV, Markdown and
-    a PNG into cfg.out after every launch. `progress(done, total, description)` is called before and after each."""
+    a PNG into cfg.out after every launch. `progress`: a bar on stderr, launches done of the whole sweep."""
     from rn50.bench.timing import LoadWatch
     from rn50.env import capture_env
     from rn50.memory import check_fits
@@ -475,60 +481,30 @@ def run_train_bench(cfg: TrainBenchConfig, progress: Any = None) -> TrainBenchRe
     plan = [(r, counts[(r + k) % len(counts)]) for r in range(cfg.rounds) for k in range(len(counts))]
     report.planned = len(plan)
     env = capture_env()
-    try:
-        with _stop_signals_raise() as stop:
+    with StopSignals("bench train") as stop, ProgressBar("bench train", len(plan), progress, count=True) as bar:
+        try:
             for done, (round_, nproc) in enumerate(plan):
-                stop.check()
-                if progress is not None:
-                    progress(done, len(plan), f"round {round_ + 1}/{cfg.rounds}: {nproc * cfg.nnodes} worker(s)")
+                what = f"round {round_ + 1}/{cfg.rounds}: {nproc * cfg.nnodes} worker(s)"
+                bar.update(what)
                 result = _run_one(cfg, precisions, nproc, log_root, round_)
-                if result is None:
-                    continue
-                for i, p in enumerate(precisions):
-                    ran = result["precisions"][p.name]["precision"]
-                    if ran != p.name:  # label what the trainer really ran, should it differ
-                        precisions[i] = Precision(p.kind, ran, f"asked for {p.name}; the trainer ran it so")
-                report.launches.append({"round": round_ + 1, "nproc": nproc, **result})
-                _finish(report, env, watch, cfg)  # the tables so far: an interrupted sweep keeps them
-                if progress is not None:
-                    progress(done + 1, len(plan), f"round {round_ + 1}/{cfg.rounds}: {nproc * cfg.nnodes} worker(s)")
-            stop.check()
-    except Interrupted as e:
-        where = _finish(report, env, watch, cfg)
-        done_text = f"{len(report.launches)} of {len(plan)} launches"
-        more = f"partial results ({done_text}) in {where}" if where else "no launch had finished: nothing to write"
-        e.args = (f"{e}; {more}",)
-        raise
+                if result is not None:
+                    for i, p in enumerate(precisions):
+                        ran = result["precisions"][p.name]["precision"]
+                        if ran != p.name:  # label what the trainer really ran, should it differ
+                            precisions[i] = Precision(p.kind, ran, f"asked for {p.name}; the trainer ran it so")
+                    with stop.held():  # the tables so far, never half written: an interrupted sweep keeps them
+                        report.launches.append({"round": round_ + 1, "nproc": nproc, **result})
+                        _finish(report, env, watch, cfg)
+                bar.update(what, done=done + 1)
+        except Interrupted as e:
+            with stop.held():
+                where = _finish(report, env, watch, cfg)
+            done_text = f"{len(report.launches)} of {len(plan)} launches"
+            more = f"partial results ({done_text}) in {where}" if where else "no launch had finished: nothing to write"
+            raise e.adding(more) from None
     if not report.launches:
         log.info("node %d finished its ranks; node 0 writes the table", cfg.node_rank)
     return report
-
-
-class _stop_signals_raise:
-    """Between launches (the launcher forwards them during one), SIGINT and SIGTERM are noted and `check()` raises
-    Interrupted at the next safe point: never inside a table write or a half-done import."""
-
-    def __enter__(self) -> _stop_signals_raise:
-        self.got: list[int] = []
-
-        def note(signum: int, frame: Any) -> None:
-            self.got.append(signum)
-
-        self.old = {}
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.old[sig] = signal.signal(sig, note)
-            except ValueError:  # not the main thread
-                pass
-        return self
-
-    def check(self) -> None:
-        if self.got:
-            raise Interrupted(f"bench train: stopped by {signal.Signals(self.got[0]).name}", self.got[0])
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, handler in self.old.items():
-            signal.signal(sig, handler)
 
 
 def _finish(report: TrainBenchReport, env: dict[str, Any], watch: Any, cfg: TrainBenchConfig) -> str | None:
@@ -734,14 +710,6 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
         references=refs,
     )
     return {k: str(v) for k, v in paths.items()}
-
-
-class Interrupted(UserError):
-    """The benchmark was stopped by SIGTERM/SIGINT: exit 128 + signal, like an interrupted `rn50 train`."""
-
-    def __init__(self, message: str, signum: int) -> None:
-        super().__init__(message)
-        self.exit_code = interrupted_exit_code(signum)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -1,4 +1,4 @@
-"""Timing primitives: batch-spec parsing, a timed loop (CUDA events on GPU, perf_counter on CPU), percentiles.
+"""Timing primitives: batch-spec parsing, a timed loop (CUDA events on GPU, perf_counter on CPU), statistics.
 
 Method (the one hardware people trust): warmup iterations run first and are never timed; every timed iteration is a
 sample; throughput is images over the total timed seconds (never a mean of per-iteration rates); latency mean/min/
@@ -15,6 +15,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
+from rn50.env import synchronize
 from rn50.errors import UserError
 
 PERCENTILES = (50, 90, 95, 99)
@@ -54,32 +57,23 @@ def parse_list(spec: str, allowed: Sequence[str], what: str) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def percentile(sorted_values: Sequence[float], q: float) -> float:
-    """Linear-interpolation percentile (numpy's default) of already sorted values."""
-    if not sorted_values:
-        raise ValueError("no samples")
-    pos = (len(sorted_values) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (pos - lo)
-
-
 def summarize(samples_s: Sequence[float], batch: int, total_s: float | None = None) -> dict[str, Any]:
     """Throughput and latency statistics (ms) of one timed loop. `total_s` defaults to the sum of the samples."""
     if not samples_s:
         raise ValueError("no samples")
-    ordered = sorted(samples_s)
+    ms = 1e3 * np.asarray(samples_s, dtype=np.float64)
     total = float(total_s) if total_s is not None else float(sum(samples_s))
     out: dict[str, Any] = {
         "iters": len(samples_s),
         "images": batch * len(samples_s),
         "timed_s": total,
         "img_s": batch * len(samples_s) / total,
-        "mean_ms": 1e3 * sum(samples_s) / len(samples_s),
-        "min_ms": 1e3 * ordered[0],
-        "max_ms": 1e3 * ordered[-1],
+        "mean_ms": float(ms.mean()),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
     }
-    for q in PERCENTILES:
-        out[f"p{q}_ms"] = 1e3 * percentile(ordered, q)
+    for q, value in zip(PERCENTILES, np.percentile(ms, PERCENTILES), strict=True):  # linear interpolation
+        out[f"p{q}_ms"] = float(value)
     return out
 
 
@@ -111,7 +105,7 @@ def timed_loop(
     if cuda:
         import torch
 
-        torch.cuda.synchronize()
+        synchronize("cuda")
         events: list[tuple[Any, Any]] = []
         host_start = time.perf_counter()
         while True:
@@ -122,7 +116,7 @@ def timed_loop(
             events.append((start, end))
             if _done(len(events), iters, min_time, min_iters, host_start):
                 break
-        torch.cuda.synchronize()
+        synchronize("cuda")
         samples = [s.elapsed_time(e) / 1e3 for s, e in events]
         total = events[0][0].elapsed_time(events[-1][1]) / 1e3
         return LoopResult(samples, total)
@@ -187,14 +181,13 @@ def ratio_stats(ratios: Sequence[float]) -> dict[str, float]:
     """Median of per-round ratios, their min, max and relative spread ((max - min) / median)."""
     if not ratios:
         raise ValueError("no rounds")
-    ordered = sorted(ratios)
-    med = percentile(ordered, 50)
+    lo, med, hi = (float(v) for v in np.percentile(ratios, (0, 50, 100)))
     return {
         "ratio": med,
-        "ratio_min": ordered[0],
-        "ratio_max": ordered[-1],
-        "ratio_spread": (ordered[-1] - ordered[0]) / med if med else math.inf,
-        "rounds": len(ordered),
+        "ratio_min": lo,
+        "ratio_max": hi,
+        "ratio_spread": (hi - lo) / med if med else math.inf,
+        "rounds": len(ratios),
     }
 
 

@@ -1,10 +1,17 @@
 """`rn50 bench data` on the real sample JPEGs: the trainer's pytorch and DALI CPU loaders, timed for real."""
 
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 import torch
 
+from tests.bench.test_scaling import processes_mentioning
 from tests.conftest import run_cli
 
 SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--image-size", "32", "--device", "cpu"]
@@ -95,3 +102,44 @@ def test_dali_gpu_and_the_training_step_on_cuda(sample_dir):
     (dali,) = [r for r in report["results"] if r["backend"] == "dali-gpu"]
     assert dali["status"] == "ok" and dali["batch_shape"] == [32, 3, 64, 64]
     assert report["train_step"]["precision"] == "fp16" and report["verdict"]
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_keeps_the_finished_rounds_and_says_where(sample_dir, tmp_path, signum):
+    # A real signal to the whole process group (DataLoader workers and DALI threads included), as Ctrl-C (SIGINT) or
+    # a scheduler (SIGTERM) sends it, once the first round's tables are on disk.
+    args = ["bench", "data", str(sample_dir), "--backend", "pytorch,dali-cpu", "--batch", "8", "--workers", "2"]
+    args += ["--warmup", "1", "--iters", "2000", "--rounds", "20", "--image-size", "32", "--device", "cpu"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rn50", *args, "--out", str(tmp_path)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob("data-*.json")) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.1)
+        assert list(tmp_path.glob("data-*.json")), "no table after the first round"
+        os.killpg(proc.pid, signum)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 128 + signum, out + err
+    (line,) = [x for x in err.splitlines() if x.strip()]  # one line, nothing else (no warning, no traceback)
+    name = signal.Signals(signum).name
+    assert line.startswith(f"rn50: error: bench data: stopped by {name}; partial results (round "), line
+    k, n = (int(v) for v in line.split("(round ")[1].split(")")[0].split(" of "))
+    assert 1 <= k < n == 20
+    md = Path(line.split(" in ")[-1])
+    assert md.parent == tmp_path and f"PARTIAL: interrupted by {name} after round {k} of 20" in md.read_text()
+    result = json.loads(md.with_suffix(".json").read_text())
+    assert result["finished_rounds"] == k and not result["complete"] and result["interrupted"] == name
+    by = {r["backend"]: r for r in result["results"]}
+    per_round = 2000 // 20 * 8  # images per backend per round
+    for backend in ("synthetic", "pytorch", "dali-cpu"):
+        assert len(by[backend]["round_img_per_s"]) == k and by[backend]["images"] == k * per_round
+    assert not processes_mentioning(str(tmp_path))
