@@ -21,6 +21,10 @@ from rn50.recipes import Recipe
 # torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
 # every torchvision this package supports (0.26-0.29); keep the per-image warning out of the training log.
 warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
+# torch warns "This DataLoader will create N worker processes ... suggested max number of worker" when a loader is
+# made and again at every iter(), from two lines (so Python's default filter shows both), for every loader: once is
+# enough to say that --workers exceeds the cores.
+warnings.filterwarnings("once", message="This DataLoader will create", category=UserWarning)
 
 
 def decode_rgb(path: str) -> Tensor:
