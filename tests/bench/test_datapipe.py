@@ -143,3 +143,15 @@ def test_a_signal_keeps_the_finished_rounds_and_says_where(sample_dir, tmp_path,
     for backend in ("synthetic", "pytorch", "dali-cpu"):
         assert len(by[backend]["round_img_per_s"]) == k and by[backend]["images"] == k * per_round
     assert not processes_mentioning(str(tmp_path))
+
+
+def test_more_workers_than_cores_is_said_once(sample_dir, tmp_path):
+    # torch warns when a DataLoader is made and again at every iter(), from two lines, for every loader: one is enough.
+    workers = str((os.cpu_count() or 1) + 1)
+    args = ["bench", "data", str(sample_dir), "--backend", "pytorch,pytorch-gpu", "--batch", "4", "--warmup", "1"]
+    args += ["--iters", "2", "--rounds", "2", "--image-size", "32", "--device", "cpu", "--workers", workers]
+    res = subprocess.run(
+        [sys.executable, "-m", "rn50", *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count(f"This DataLoader will create {workers} worker processes") == 1, res.stderr
