@@ -10,8 +10,11 @@ class RankFailed(UserError):
     exit_code = 1
 
 
-def first_line(e: BaseException | str, limit: int | None = None) -> str:
-    """The first non-empty line of an exception's message (its type name if it has none), cut to `limit` chars."""
+def first_line(e: BaseException | str, limit: int | None = None, typed: bool = False) -> str:
+    """The first non-empty line of an exception's message (its type name if it has none), cut to `limit` chars;
+    `typed`: prefixed with the exception's type name ("OSError: ..."), as a list of unreadable files shows it."""
     text = str(e).strip()
+    if typed and isinstance(e, BaseException):
+        text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     line = text.splitlines()[0] if text else (type(e).__name__ if isinstance(e, BaseException) else "")
     return line[:limit] if limit else line

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from rn50.data.transforms import MEAN, STD
+from rn50.data.transforms import normalize
 
 
 def shard_batches(
@@ -112,7 +112,4 @@ def normalize_on_device(
     images: Tensor, device: torch.device, memory_format: torch.memory_format, non_blocking: bool = True
 ) -> Tensor:
     """uint8 NCHW on any device -> float32 normalised on `device` in `memory_format`."""
-    mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
-    x = images.to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format)
-    return x.float().sub_(mean).div_(std)
+    return normalize(images.to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format))

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from rn50.data.folders import SPLITS, scan_folder
-from rn50.errors import UserError
+from rn50.errors import UserError, first_line
 
 
 @dataclass
@@ -55,7 +55,7 @@ def decode_error(path: str) -> str | None:
             if im.width < 1 or im.height < 1:
                 return "zero-sized image"
     except Exception as e:  # PIL raises many types for bad data; all mean "not usable"
-        return f"{type(e).__name__}: {e}".splitlines()[0][:200]
+        return first_line(e, 200, typed=True)
     return None
 
 

@@ -23,7 +23,7 @@ from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, refill_candidates
 from rn50.data.folders import FileList
-from rn50.data.transforms import MEAN, STD, eval_resize, train_window
+from rn50.data.transforms import MEAN, STD, center_crop_box, train_window
 from rn50.errors import UserError
 from rn50.recipes import Recipe
 
@@ -162,7 +162,6 @@ class DaliLoader:
         fn, pipeline_def, types = import_dali()
         size = self.recipe.image_size
         decoder_device = "mixed" if self.gpu else "cpu"
-        train = self.train
 
         @pipeline_def(
             batch_size=self.recipe.batch_size,
@@ -175,29 +174,25 @@ class DaliLoader:
         def pipe():
             encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
             labels = fn.external_source(name="labels", dtype=types.INT64, ndim=0)
-            if train:
-                anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)  # (x, y) in pixels
-                shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)  # (w, h) in pixels
-                mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
-                images = fn.decoders.image_slice(
-                    encoded,
-                    anchor,
-                    shape,
-                    device=decoder_device,
-                    output_type=types.RGB,
-                    normalized_anchor=False,
-                    normalized_shape=False,
-                )
-                images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
-            else:
-                images = fn.decoders.image(encoded, device=decoder_device, output_type=types.RGB)
-                images = fn.resize(images, resize_shorter=eval_resize(size), antialias=True)
-                mirror = 0
+            # The window (train: the sample's seeded crop; val: the centre crop of eval_resize) comes from Python,
+            # the same rule as the pytorch backends; the decoder decodes only the window.
+            anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)  # (x, y) in pixels
+            shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)  # (w, h) in pixels
+            mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
+            images = fn.decoders.image_slice(
+                encoded,
+                anchor,
+                shape,
+                device=decoder_device,
+                output_type=types.RGB,
+                normalized_anchor=False,
+                normalized_shape=False,
+            )
+            images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
             images = fn.crop_mirror_normalize(
                 images,
                 dtype=types.FLOAT,
                 output_layout="HWC" if self.channels_last else "CHW",
-                crop=(size, size),
                 mean=list(MEAN),
                 std=list(STD),
                 mirror=mirror,
@@ -223,29 +218,28 @@ class DaliLoader:
                 if path in self._bad_set:
                     continue
                 encoded, why = read_encoded(path)
-                if encoded is not None and self.train:
-                    size = oriented_size(encoded)
-                    if size is None:
-                        encoded, why = None, "unreadable image header"
+                size = None if encoded is None else oriented_size(encoded)
+                if encoded is not None and size is None:
+                    encoded, why = None, "unreadable image header"
                 if encoded is None:
                     self._mark_bad(path, why)
                     continue
                 if self.train:
                     r = self.recipe
                     top, left, h, w, flip = train_window(*size, aug_seed, r.crop_area, r.crop_ratio, r.hflip)
-                    anchors.append(np.array([left, top], dtype=np.float32))
-                    shapes.append(np.array([w, h], dtype=np.float32))
-                    mirrors.append(int(flip))
+                else:
+                    (top, left, h, w), flip = center_crop_box(*size, self.recipe.image_size), False
+                anchors.append(np.array([left, top], dtype=np.float32))
+                shapes.append(np.array([w, h], dtype=np.float32))
+                mirrors.append(int(flip))
                 data.append(encoded)
                 labels.append(self.files.labels[candidate])
                 items.append((candidate, aug_seed))
                 break
         if len(data) < min_batch(self.train, self.batch_size):
             return {}, []
-        inputs: dict[str, object] = {"encoded": data, "labels": np.asarray(labels, dtype=np.int64)}
-        if self.train:
-            inputs |= {"anchor": anchors, "shape": shapes, "mirror": np.asarray(mirrors, dtype=np.int32)}
-        return inputs, items
+        inputs = {"encoded": data, "labels": np.asarray(labels, dtype=np.int64), "anchor": anchors, "shape": shapes}
+        return inputs | {"mirror": np.asarray(mirrors, dtype=np.int32)}, items
 
     def _mark_bad(self, path: str, why: str) -> None:
         if path not in self._bad_set:

@@ -24,8 +24,10 @@ from torch import Tensor
 
 from rn50.data.batches import normalize_on_device, refill_candidates
 from rn50.data.dali import EXIF_ORIENTATION, read_encoded
-from rn50.data.torch_loader import TorchLoader, crop_resize_flip, decode_rgb
+from rn50.data.torch_loader import TorchLoader
+from rn50.data.transforms import crop_resize_flip, decode_rgb
 from rn50.env import synchronize
+from rn50.errors import first_line
 
 # Start-of-frame markers nvJPEG decodes: baseline, extended sequential and progressive Huffman-coded JPEGs.
 GPU_SOF = (0xC0, 0xC1, 0xC2)
@@ -194,7 +196,7 @@ class GpuDecodeLoader(TorchLoader):
         try:
             image = decode_rgb(sample["path"])
         except Exception as e:  # noqa: BLE001 - any decoder failure means this one file is unusable
-            self._note_bad([(sample["path"], f"{type(e).__name__}: {e}".splitlines()[0][:200])])
+            self._note_bad([(sample["path"], first_line(e, 200, typed=True))])
             return None
         if sample["gpu"] or self.device.type == "cuda":
             self.timings["cpu_decoded"] += 1

@@ -9,13 +9,13 @@ import warnings
 import weakref
 from collections.abc import Iterator
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
 from rn50.data.folders import FileList
-from rn50.data.transforms import center_crop_box, eight_bit, open_rgb, train_window
+from rn50.data.transforms import crop_resize_flip, decode_rgb
+from rn50.errors import first_line
 from rn50.recipes import Recipe
 
 # torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
@@ -25,24 +25,6 @@ warnings.filterwarnings("ignore", message="The image decoding and encoding capab
 # made and again at every iter(), from two lines (so Python's default filter shows both), for every loader: once is
 # enough to say that --workers exceeds the cores.
 warnings.filterwarnings("once", message="This DataLoader will create", category=UserWarning)
-
-
-def decode_rgb(path: str) -> Tensor:
-    """uint8 RGB CHW from any image file, whatever its name says: JPEG (grayscale, CMYK, progressive), PNG, ...
-
-    torchvision's libjpeg-turbo/libpng decoders first (fast, work on a uint8 tensor); PIL for the rest. EXIF
-    orientation is applied and 16-bit PNGs are scaled to 8 bits, as in the DALI backends and the eval path.
-    Raises on data nobody can decode.
-    """
-    from torchvision.io import ImageReadMode, decode_image, read_file
-
-    data = read_file(path)
-    try:
-        return eight_bit(decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True))
-    except (RuntimeError, ValueError):
-        pass
-    im = open_rgb(path)
-    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
 class ImageDataset(torch.utils.data.Dataset):
@@ -67,7 +49,7 @@ class ImageDataset(torch.utils.data.Dataset):
             try:
                 image = decode_rgb(path)
             except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
-                bad.append((path, f"{type(e).__name__}: {e}".splitlines()[0][:200]))
+                bad.append((path, first_line(e, 200, typed=True)))
                 continue
             return self._transform(image, aug_seed), self.labels[index], bad
         return None, None, bad
@@ -76,29 +58,6 @@ class ImageDataset(torch.utils.data.Dataset):
         return crop_resize_flip(
             image, aug_seed, self.train, self.image_size, self.crop_area, self.crop_ratio, self.hflip
         )
-
-
-def crop_resize_flip(
-    image: Tensor,
-    aug_seed: int,
-    train: bool,
-    image_size: int,
-    crop_area: tuple[float, float],
-    crop_ratio: tuple[float, float],
-    hflip: bool,
-) -> Tensor:
-    """uint8 CHW image (any device) -> image_size x image_size: train takes the sample's seeded crop window and flip
-    (`train_window`), val the centre crop of `eval_resize`; only the kept pixels are resized."""
-    from torchvision.transforms.v2 import functional as TF
-
-    _, height, width = image.shape
-    if train:
-        top, left, h, w, flip = train_window(height, width, aug_seed, crop_area, crop_ratio, hflip)
-    else:
-        top, left, h, w = center_crop_box(height, width, image_size)
-        flip = False
-    image = TF.resize(image[:, top : top + h, left : left + w], [image_size, image_size], antialias=True)
-    return image.flip(-1) if flip else image
 
 
 def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:

@@ -1,4 +1,5 @@
-"""Preprocessing constants and the eval transform, defined once for training, export and benchmarks."""
+"""Preprocessing defined once for training, export and benchmarks: constants, decoding, the train crop window and
+flip, the eval centre crop, normalisation."""
 
 from __future__ import annotations
 
@@ -108,19 +109,60 @@ def preprocess_info(image_size: int = 224) -> dict:
     }
 
 
-def eval_transform(image_size: int = 224):
-    """PIL image -> normalised float CHW tensor (resize shorter side, centre crop)."""
-    from torchvision.transforms import v2
+def normalize(images: Tensor) -> Tensor:
+    """uint8 (N)CHW on any device -> float32 normalised with MEAN/STD, on the same device and in the same layout."""
+    shape = (1, 3, 1, 1) if images.dim() == 4 else (3, 1, 1)
+    mean = torch.tensor(MEAN, device=images.device).view(shape)
+    std = torch.tensor(STD, device=images.device).view(shape)
+    return images.float().sub_(mean).div_(std)
 
-    return v2.Compose(
-        [
-            v2.PILToTensor(),
-            v2.Resize(eval_resize(image_size), antialias=True),
-            v2.CenterCrop(image_size),
-            v2.ToDtype(torch.float32),
-            v2.Normalize(MEAN, STD),
-        ]
-    )
+
+def decode_rgb(path: str | os.PathLike) -> Tensor:
+    """uint8 RGB CHW from any image file, whatever its name says: JPEG (grayscale, CMYK, progressive), PNG, ...
+
+    torchvision's libjpeg-turbo/libpng decoders first (fast, work on a uint8 tensor); PIL for the rest. EXIF
+    orientation is applied and 16-bit PNGs are scaled to 8 bits, as in the DALI backends. Raises on data nobody can
+    decode.
+    """
+    import numpy as np
+    from torchvision.io import ImageReadMode, decode_image, read_file
+
+    data = read_file(str(path))
+    try:
+        return eight_bit(decode_image(data, mode=ImageReadMode.RGB, apply_exif_orientation=True))
+    except (RuntimeError, ValueError):
+        pass
+    im = open_rgb(path)
+    return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
+
+
+def crop_resize_flip(
+    image: Tensor,
+    aug_seed: int,
+    train: bool,
+    image_size: int,
+    crop_area: tuple[float, float] = CROP_AREA,
+    crop_ratio: tuple[float, float] = CROP_RATIO,
+    hflip: bool = True,
+) -> Tensor:
+    """uint8 CHW image (any device) -> image_size x image_size: train takes the sample's seeded crop window and flip
+    (`train_window`), eval the centre crop of `eval_resize` (`center_crop_box`); only the kept pixels are resized.
+    The one geometry of every file backend's train and val batches and of the export/benchmark eval images."""
+    from torchvision.transforms.v2 import functional as TF
+
+    _, height, width = image.shape
+    if train:
+        top, left, h, w, flip = train_window(height, width, aug_seed, crop_area, crop_ratio, hflip)
+    else:
+        top, left, h, w = center_crop_box(height, width, image_size)
+        flip = False
+    image = TF.resize(image[:, top : top + h, left : left + w], [image_size, image_size], antialias=True)
+    return image.flip(-1) if flip else image
+
+
+def eval_image(path: str | os.PathLike, image_size: int = 224) -> Tensor:
+    """One file as the val loader gives it: float32 CHW, centre crop, normalised (bitwise the pytorch backend's)."""
+    return normalize(crop_resize_flip(decode_rgb(path), 0, False, image_size))
 
 
 def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
@@ -129,17 +171,16 @@ def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:
 
 
 def load_labeled_images(root: str | os.PathLike, n: int, image_size: int = 224) -> tuple[Tensor, Tensor]:
-    """Up to `n` real images from `root` (a split folder) through the eval transform, spread evenly over the
-    sorted files (so over classes), with their class indices in sorted class-name order."""
+    """Up to `n` real images from `root` (a split folder) as the val loader preprocesses them (`eval_image`),
+    spread evenly over the sorted files (so over classes), with their class indices in sorted class-name order."""
     files = list_images(root)
     if not files:
         raise FileNotFoundError(f"no images under {root}")
     classes = sorted({c for _, c in files})
     step = max(1, len(files) // n)
-    transform = eval_transform(image_size)
     images, labels = [], []
     for path, cls in files[::step][:n]:
-        images.append(transform(open_rgb(path)))
+        images.append(eval_image(path, image_size))
         labels.append(classes.index(cls))
     return torch.stack(images), torch.tensor(labels)
 
