@@ -65,7 +65,7 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
     from rn50.train.loop import TrainOptions, fit
 
     t_start = time.perf_counter()
-    recipe = get_recipe(cfg.recipe)
+    recipe = get_recipe(cfg.recipe).replace(gpus=1)  # the demo trains in this one process
     if cfg.epochs is not None:  # a quick look: the warmup shrinks to fit a shorter run
         recipe = recipe.replace(epochs=cfg.epochs, warmup_epochs=min(recipe.warmup_epochs, cfg.epochs))
     prepare(cfg)
@@ -182,6 +182,8 @@ def _fmt(value: Any, spec: str, missing: str = "-") -> str:
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
+    from rn50.bench.report import markdown_table
+
     t, inf = s["train"], s["infer"]
     m = s["machine"]
     lines = [
@@ -198,24 +200,36 @@ def summary_markdown(s: dict[str, Any]) -> str:
         f"## Inference and export parity (batch {inf['batch']}, {inf['image_size']} px, CPU)",
         f"Top-1 agreement with eager fp32 on all {inf['agreement_images']} val images of the sample.",
         "",
-        "| series | img/s | p50 ms | p99 ms | speedup vs eager fp32 | top-1 agreement |",
-        "|---|---|---|---|---|---|",
     ]
+    rows = []
     for r in inf["rows"]:
         if r["status"] != "ok":
-            lines.append(f"| {r['series']} | {r['status']}: {r['reason']} | | | | |")
+            rows.append({"series": r["series"], "img_s": f"{r['status']}: {r['reason']}"})
             continue
-        lines.append(
-            f"| {r['series']} | {r['img_s']:.0f} | {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | "
-            f"{_fmt(r['speedup'], '.2f')}x | {_fmt(r['top1_agreement'] and 100 * r['top1_agreement'], '.1f')}% |"
+        agreement = r["top1_agreement"] and 100 * r["top1_agreement"]
+        rows.append(
+            {
+                "series": r["series"],
+                "img_s": f"{r['img_s']:.0f}",
+                "p50": f"{r['p50_ms']:.2f}",
+                "p99": f"{r['p99_ms']:.2f}",
+                "speedup": f"{_fmt(r['speedup'], '.2f')}x",
+                "agreement": f"{_fmt(agreement, '.1f')}%",
+            }
         )
+    cols = [("series", "series"), ("img_s", "img/s"), ("p50", "p50 ms"), ("p99", "p99 ms")]
+    cols += [("speedup", "speedup vs eager fp32"), ("agreement", "top-1 agreement")]
+    lines.append(markdown_table(rows, cols).rstrip())
     lines += ["", "## Input pipeline (train augmentation, the sample recipe's batch and workers)", ""]
-    lines += ["| backend | img/s | timed window |", "|---|---|---|"]
-    for r in s["data"]["rows"]:
-        if r["status"] == "ok":
-            lines.append(f"| {r['backend']} | {r['img_s']:.0f} | {r['seconds']:.1f} s |")
-        else:
-            lines.append(f"| {r['backend']} | skipped: {r['reason']} | |")
+    rows = [
+        {"backend": r["backend"], "img_s": f"{r['img_s']:.0f}", "window": f"{r['seconds']:.1f} s"}
+        if r["status"] == "ok"
+        else {"backend": r["backend"], "img_s": f"skipped: {r['reason']}"}
+        for r in s["data"]["rows"]
+    ]
+    lines.append(
+        markdown_table(rows, [("backend", "backend"), ("img_s", "img/s"), ("window", "timed window")]).rstrip()
+    )
     lines += ["", "## Where everything went", ""]
     lines += [f"- {k}: `{v}`" for k, v in s["files"].items()]
     for r in inf["rows"]:

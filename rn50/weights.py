@@ -190,13 +190,8 @@ def model_from(obj: Any, path: str | os.PathLike, num_classes: int | None = None
     return model.eval()
 
 
-def checkpoint_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The recipe and bookkeeping stored beside the weights in an rn50 checkpoint ({} for other formats)."""
-    return meta_from(read_checkpoint(path))
-
-
 def meta_from(obj: Any) -> dict[str, Any]:
-    """`checkpoint_meta` on a checkpoint already read."""
+    """The recipe and bookkeeping stored beside the weights in a checkpoint already read ({} for other formats)."""
     if isinstance(obj, Mapping) and obj.get("format") == CHECKPOINT_FORMAT:
         return {k: v for k, v in obj.items() if k in ("recipe", "epoch", "iteration", "best_top1", "rn50_version")}
     return {}

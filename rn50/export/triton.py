@@ -76,15 +76,6 @@ def write_config(
     }
 
 
-def read_config(path: str | os.PathLike) -> Any:
-    """Parse a config.pbtxt with Triton's protobuf (raises on any unknown field or bad value)."""
-    require("tritonclient.grpc", "triton", "tritonclient")
-    from google.protobuf import text_format
-    from tritonclient.grpc import model_config_pb2 as mc
-
-    return text_format.Parse(Path(path).read_text(), mc.ModelConfig())
-
-
 def package(
     artifact: str | os.PathLike,
     repo: str | os.PathLike,

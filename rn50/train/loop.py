@@ -289,7 +289,12 @@ def fit(opts: TrainOptions) -> dict[str, Any]:
 def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: StopFlag) -> dict[str, Any]:
     from rn50.data.loaders import make_loader
 
-    recipe = opts.recipe.replace(gpus=world)
+    recipe = opts.recipe
+    if recipe.gpus != world:  # the world size is bound once, with the options (rn50.train.cli_options.bind_recipe)
+        raise UserError(
+            f"the recipe is for {recipe.gpus} process(es) but this run has {world}: build it with "
+            f"recipe.replace(gpus={world}) (rn50 train sets it from --gpus x --nnodes)"
+        )
     out = opts.out or default_out(recipe)
     if dist.is_distributed():  # every rank must use rank 0's folder name
         holder = [str(out)]

@@ -115,8 +115,18 @@ class RunDir:
         if summary.get("bad_files"):
             lines.append(f"- {summary['bad_files']} undecodable image(s) skipped: see bad_files.txt")
         if vals:
-            lines += ["", "| epoch | val loss | top-1 | top-5 |", "|---|---|---|---|"]
-            lines += [f"| {r['epoch']} | {r['val_loss']:.4f} | {r['top1']:.2f} | {r['top5']:.2f} |" for r in vals]
+            from rn50.bench.report import markdown_table
+
+            shown = [
+                {**r, "val_loss": f"{r['val_loss']:.4f}", "top1": f"{r['top1']:.2f}", "top5": f"{r['top5']:.2f}"}
+                for r in vals
+            ]
+            lines += [
+                "",
+                markdown_table(
+                    shown, [("epoch", "epoch"), ("val_loss", "val loss"), ("top1", "top-1"), ("top5", "top-5")]
+                ).rstrip(),
+            ]
             best = max(vals, key=lambda r: r["top1"])
             lines += ["", f"Best top-1 {best['top1']:.2f}% at epoch {best['epoch']} (n = {best['images']} images)."]
         text = "\n".join(lines) + "\n"

@@ -29,6 +29,16 @@ def run_fit(data, out, **kw):
     return fit(TrainOptions(**{**opts, **kw}))
 
 
+def test_a_recipe_for_another_world_size_is_refused_not_rebound(tiny_data, tmp_path):
+    """The world size is bound once, with the options: a recipe for 8 processes in a 1-process run is a mistake
+    (its optimizer batch and lr were derived for 8), said in one line before anything is written."""
+    from rn50.errors import UserError
+
+    with pytest.raises(UserError, match=r"the recipe is for 8 process\(es\) but this run has 1: .*gpus=1"):
+        run_fit(tiny_data, tmp_path / "run", recipe=tiny_recipe(gpus=8))
+    assert not (tmp_path / "run" / "metrics.jsonl").exists()
+
+
 def test_run_directory_and_checkpoints(tiny_data, tmp_path):
     out = tmp_path / "run"
     summary = run_fit(tiny_data, out, recipe=tiny_recipe(workers=1), keep_epochs=1)
