@@ -97,3 +97,18 @@ def test_export_takes_options_or_overrides(tmp_path):
 def test_tensorrt_network_flags(version, flag, expected):
     # The sidecar's strongly_typed comes from here: it was hard-coded True even for weakly typed networks.
     assert network_flags(version, flag) == expected
+
+
+def test_help_names_every_registered_format_and_runtime():
+    """The help texts are written out (the CLI does not import the registry to show --help); they must not drift."""
+    import re
+
+    from tests.conftest import run_cli
+
+    text = run_cli(["export", "--help"]).stdout
+    segment = text[text.index("--format") : text.index("[required]", text.index("--format"))]
+    words = set(re.findall(r"(?<![-<])\b[a-z]+\b(?!>)", segment.replace("│", " "))) - {"f", "str"}
+    assert words == set(FORMATS), segment
+    text = " ".join(run_cli(["bench", "infer", "--help"]).stdout.split())
+    for runtime in RUNTIMES:
+        assert re.search(rf"\b{runtime}\b", text), runtime
