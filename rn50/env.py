@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import platform
 import re
@@ -9,6 +10,22 @@ import subprocess
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+
+class _DropMessages:
+    """A logging filter that drops records whose message starts with one of `prefixes`."""
+
+    def __init__(self, *prefixes: str) -> None:
+        self.prefixes = prefixes
+
+    def filter(self, record) -> bool:
+        return not str(record.msg).startswith(self.prefixes)
+
+
+# Known noise a user cannot act on: torch.utils.cpp_extension, imported when Inductor (torch.compile, AOTInductor)
+# first builds C++, logs "No CUDA runtime is found, using CUDA_HOME=..." on any machine without a GPU that has a CUDA
+# toolkit (or nvcc) installed; on the CPU it needs none. A filter on its logger (it need not be imported yet).
+logging.getLogger("torch.utils.cpp_extension").addFilter(_DropMessages("No CUDA runtime is found"))
 
 PACKAGES = (
     "torch",
@@ -182,7 +199,6 @@ _SAID: set[str] = set()
 def resolve_device(requested: str | None = "auto") -> str:
     """The one device rule of every command: `auto` (or None) is CUDA when PyTorch sees a GPU, else CPU (said once
     per process, in the log); `cpu`, `cuda` and `cuda:N` are checked and kept."""
-    import logging
 
     import torch
 

@@ -520,6 +520,7 @@ def _time_batch(
         samples = [s for loop in mine for s in loop.samples_s]
         row.update(status="ok", **summarize(samples, batch, sum(loop.total_s for loop in mine)))
         row["round_img_s"] = [batch * len(loop.samples_s) / loop.total_s for loop in mine]
+        row["round_iters"] = [len(loop.samples_s) for loop in mine]
         if base is not None and len(base) == len(mine):
             ratios = [mine_r / base_r for mine_r, base_r in zip(row["round_img_s"], _rates(base, batch), strict=True)]
             stats = ratio_stats(ratios)
