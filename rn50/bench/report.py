@@ -5,6 +5,7 @@ Stable API (the `bench train` / `bench data` commands use it too):
     markdown_table(rows, columns) -> str
     env_lines(env) -> list[str]
     plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Path
+    line_figure(series, xlabel, ylabel, title, ...) -> matplotlib Figure (what plot_lines writes)
     file_tag(text) -> str
 `columns` is a sequence of keys or (key, header) pairs; a missing value prints as "-".
 """
@@ -144,9 +145,33 @@ def plot_lines(
     labels: Mapping[str, Sequence[str]] | None = None,
     references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
 ) -> Path:
+    """`line_figure` written to `out_png` (atomically)."""
+    import matplotlib.pyplot as plt
+
+    fig = line_figure(series, xlabel, ylabel, title, logx, logy, labels, references)
+    try:
+        out = Path(out_png)
+        with atomic_path(out) as tmp:
+            fig.savefig(tmp, format="png")
+    finally:
+        plt.close(fig)
+    return out
+
+
+def line_figure(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    xlabel: str,
+    ylabel: str,
+    title: str,
+    logx: bool = False,
+    logy: bool = False,
+    labels: Mapping[str, Sequence[str]] | None = None,
+    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
+):
     """One line per series (label -> (xs, ys)); optional per-point text labels (e.g. the batch size); `references`
-    (e.g. linear scaling) are drawn dashed and grey, apart from the data. On a log-2 x axis of whole numbers (batch
-    sizes, worker counts) the ticks are the measured values, written plainly (8, not 2^3)."""
+    (e.g. linear scaling) are drawn dashed and grey and labelled '(reference)', apart from the data. On a log-2 x axis
+    of whole numbers (batch sizes, worker counts) the ticks are the measured values, written plainly (8, not 2^3); a
+    log y axis too. The caller closes the figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # headless: never try to open a window
@@ -162,8 +187,8 @@ def plot_lines(
                 ax.annotate(text, (x, y), textcoords="offset points", xytext=(3, 3), fontsize=7)
         for i, (name, (xs, ys)) in enumerate((references or {}).items()):
             if xs:
-                style = ("--", ":", "-.")[i % 3]
-                ax.plot(xs, ys, linestyle=style, color="0.45", linewidth=1.0, label=name)
+                label = name if "reference" in name else f"{name} (reference)"
+                ax.plot(xs, ys, linestyle="--", color=("0.35", "0.6")[i % 2], linewidth=1.0, label=label)
         if logx:
             ax.set_xscale("log", base=2)
             xs_all = sorted({x for xs, _ in series.values() for x in xs})
@@ -174,7 +199,16 @@ def plot_lines(
                 ax.xaxis.set_minor_locator(NullLocator())
                 ax.set_xticklabels([str(int(x)) for x in xs_all])
         if logy:
+            from matplotlib.ticker import FuncFormatter
+
             ax.set_yscale("log")
+            # Plain numbers (20, 600, 1000), not 2x10^1 or 6x10^2; the minor ticks labelled when under two decades.
+            plain = FuncFormatter(lambda v, _: f"{v:g}")
+            ax.yaxis.set_major_formatter(plain)
+            low, high = ax.get_ylim()
+            if high / low < 100:
+                ax.yaxis.set_minor_formatter(plain)
+                ax.tick_params(axis="y", which="minor", labelsize=7)
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=10)
@@ -182,9 +216,7 @@ def plot_lines(
         if any(xs for xs, _ in series.values()):
             ax.legend(fontsize=8)
         fig.tight_layout()
-        out = Path(out_png)
-        with atomic_path(out) as tmp:
-            fig.savefig(tmp, format="png")
-    finally:
+    except BaseException:
         plt.close(fig)
-    return out
+        raise
+    return fig

@@ -698,7 +698,7 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
         per_worker = report.rows[0][f"{p.kind}_img_s"] / report.rows[0]["gpus"]
         refs[f"linear scaling of {p.kind} (reference)"] = (gpus, [per_worker * g for g in gpus])
     unit = "GPUs" if report.config["device"] == "cuda" else "worker processes"
-    device = report.env.get("gpus", [{}])[0].get("name") if report.env.get("gpus") else report.env.get("cpu", "CPU")
+    device = report.env["gpus"][0]["name"] if report.env.get("gpus") else f"CPU ({report.env.get('cpu', '?')})"
     paths["png"] = plot_lines(
         series,
         stem.with_name(stem.name + ".png"),

@@ -77,3 +77,26 @@ def test_env_lines_name_cpu_and_versions():
 )
 def test_file_tag(text, tag):
     assert file_tag(text) == tag
+
+
+def test_plot_ticks_are_the_batch_sizes_and_references_are_dashed_and_named():
+    import matplotlib.pyplot as plt
+
+    from rn50.bench.report import line_figure
+
+    series = {"eager fp32": ([1, 2, 4, 8], [10.0, 18.0, 30.0, 41.0]), "ort int8": ([1, 2, 4, 8], [30.0, 52.0, 80, 95])}
+    refs = {"linear scaling of eager fp32": ([1, 2, 4, 8], [10.0, 20.0, 40.0, 80.0])}
+    fig = line_figure(series, "batch size", "p50 ms", "on CPU (Test), 224 px", logx=True, logy=True, references=refs)
+    try:
+        fig.canvas.draw()
+        (ax,) = fig.axes
+        assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "2", "4", "8"]  # not 2^0 .. 2^3
+        y_labels = [t.get_text() for t in ax.get_yticklabels() + ax.get_yticklabels(minor=True) if t.get_text()]
+        assert "100" in y_labels and not [t for t in y_labels if "^" in t or "times" in t]  # not 10^2
+        lines = {line.get_label(): line for line in ax.get_lines()}
+        assert lines["linear scaling of eager fp32 (reference)"].get_linestyle() == "--"
+        assert lines["eager fp32"].get_linestyle() == "-" and lines["ort int8"].get_linestyle() == "-"
+        legend = [t.get_text() for t in ax.get_legend().get_texts()]
+        assert "linear scaling of eager fp32 (reference)" in legend and ax.get_title() == "on CPU (Test), 224 px"
+    finally:
+        plt.close(fig)
