@@ -257,7 +257,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     # included) and every backend's share of every round, then the training step when it is timed.
     per_round = [(settle if len(order) > 1 else 0) + n for n in split]
     total = len(order) * (max(1, cfg.warmup) + sum(per_round)) + (max(1, cfg.warmup) + cfg.iters if step else 0)
-    with StopSignals("bench data") as stop, ProgressBar("bench data", total, cfg.progress) as bar:
+    with StopSignals("bench data") as stop, ProgressBar("bench data", total, cfg.progress, setup=True) as bar:
         try:
             for backend in order:
                 bar.update(f"{backend}: setting up")
@@ -285,6 +285,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                         results[backend].setup_seconds = streams[backend].take(max(1, cfg.warmup))
                 bar.update(advance=max(1, cfg.warmup) + sum(per_round) * (backend not in streams))
             report.results = [results[b] for b in order]
+            bar.mark()  # the rounds are alike: their pace says how long the rest takes, the setups' does not
             names = list(streams)
             if not [n for n in names if n != "synthetic"]:
                 why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")

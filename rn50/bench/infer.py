@@ -292,7 +292,7 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
         weights = {b: (b if cfg.iters is not None else 1) for b in cfg.batches}
         scale = len(cfg.batches) / sum(weights.values())
         total = len(plan) + len(cfg.batches) + (len(plan) if reference is not None else 0)
-        with StopSignals("bench infer") as stop, ProgressBar("bench infer", total, cfg.progress) as bar:
+        with StopSignals("bench infer") as stop, ProgressBar("bench infer", total, cfg.progress, setup=True) as bar:
             try:
                 for backend, precision in plan:
                     bar.update(f"{backend} {precision}: building")
@@ -305,6 +305,7 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
                         runtimes.append((series, rt))
                     stop.check()  # an exporter may have caught the signal's Interrupted as a failure of its own
                     bar.update(advance=1)
+                bar.mark()  # the sweep's pace, not the builds' (compile and export times vary by minutes)
                 for batch in cfg.batches:
                     bar.update(f"batch {batch}: {len(runtimes)} series in {cfg.rounds} interleaved rounds")
                     rows = _time_batch(runtimes, batch, cfg, opts)

@@ -1,8 +1,8 @@
 """The benchmarks' one progress bar: rich on stderr, with the estimated time left for the whole command.
 
 A benchmark counts its whole plan in `total` units before it starts (builds or setups, timed rounds or launches,
-checks after) and advances them as each piece finishes, so the estimate (elapsed x remaining / done) is for the
-command, not for the piece that runs now.
+checks after) and advances them as each piece finishes, so the estimate is for the whole command, not for the piece
+that runs now: the units left at the pace since the mark (after the setup, whose cost is no guide to the rest).
 """
 
 from __future__ import annotations
@@ -14,13 +14,19 @@ from rich.text import Text
 
 
 class EtaColumn(ProgressColumn):
-    """'about 1:05 left' from the fraction done so far ('estimating' before the first step finishes)."""
+    """'about 1:05 left': the units left at the pace since the bar's mark (its start, or where `ProgressBar.mark()`
+    set it: after a setup whose cost says nothing of what follows); 'estimating' until a unit is done after it."""
 
     def render(self, task: Task) -> Text:
         done, total, elapsed = task.completed, task.total, task.elapsed
-        if not total or not elapsed or done <= 0:
+        mark = task.fields.get("mark", (0.0, 0.0))
+        if mark is None:  # the setup still runs
             return Text("time left: estimating", style="progress.remaining")
-        left = max(0.0, elapsed * (total - done) / done)
+        mark_s, mark_done = mark
+        pace_done, pace_s = done - mark_done, (elapsed or 0.0) - mark_s
+        if not total or pace_s <= 0 or pace_done <= 0:
+            return Text("time left: estimating", style="progress.remaining")
+        left = max(0.0, pace_s * (total - done) / pace_done)
         m, s = divmod(int(round(left)), 60)
         h, m = divmod(m, 60)
         text = f"{h}:{m:02d}:{s:02d}" if h else f"{m}:{s:02d}"
@@ -30,12 +36,12 @@ class EtaColumn(ProgressColumn):
 class ProgressBar:
     """`with ProgressBar("bench data", total) as bar: bar.update("pytorch: round 1/5", advance=1)`.
 
-    `count`: show "done/total" (whole units such as launches) rather than a percentage. Disabled, or with stderr
-    not a terminal, it does nothing.
+    `count`: show "done/total" (whole units such as launches) rather than a percentage. `setup`: no estimate until
+    `mark()` (called when the setup is done). Disabled, or with stderr not a terminal, it does nothing.
     """
 
-    def __init__(self, what: str, total: float, enabled: bool = True, count: bool = False) -> None:
-        self.what, self.total, self.enabled, self.count = what, total, enabled, count
+    def __init__(self, what: str, total: float, enabled: bool = True, count: bool = False, setup: bool = False) -> None:
+        self.what, self.total, self.enabled, self.count, self.setup = what, total, enabled, count, setup
         self._bar: Any = None
         self._task: Any = None
 
@@ -63,7 +69,7 @@ class ProgressBar:
                 transient=True,
             )
             self._bar.start()
-            self._task = self._bar.add_task(self.what, total=self.total)
+            self._task = self._bar.add_task(self.what, total=self.total, mark=None if self.setup else (0.0, 0.0))
         return self
 
     def update(
@@ -78,6 +84,13 @@ class ProgressBar:
         if text:
             kwargs["description"] = f"{self.what}: {text}"
         self._bar.update(self._task, **kwargs)
+
+    def mark(self) -> None:
+        """Estimate the time left from here on: what ran before (starting workers, compiling) is not the pace of
+        what follows."""
+        if self._bar is not None:
+            task = self._bar.tasks[0]
+            self._bar.update(self._task, mark=(task.elapsed or 0.0, task.completed))
 
     def __exit__(self, *exc: Any) -> None:
         if self._bar is not None:
