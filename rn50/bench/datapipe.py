@@ -297,6 +297,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                     stream = streams[name]
                     stream.take(settle if len(names) > 1 else 0)
                     images, seconds, restarts, last, own = stream.timed(n_iters)
+                    stop.check()  # should the loader have caught the signal's Interrupted
                     rounds[name].append(_Round(images, seconds, restarts, own))
                     res = results[name]
                     res.batch_shape, res.batch_dtype = list(last.shape), str(last.dtype).replace("torch.", "")
@@ -310,8 +311,14 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 bar.update("the training step on synthetic data")
                 report.step = time_train_step(base, device, cfg.warmup, cfg.iters)
                 bar.update(advance=max(1, cfg.warmup) + cfg.iters)
-        except (Interrupted, KeyboardInterrupt) as e:
-            stopped = e if isinstance(e, Interrupted) else stop.interruption(signal.SIGINT)
+        except (Exception, KeyboardInterrupt) as e:
+            if isinstance(e, Interrupted):
+                stopped = e
+            elif isinstance(e, KeyboardInterrupt) or stop.signum is not None:
+                # Ctrl-C before the guard, or a loader that turned the signal's Interrupted into an error of its own
+                stopped = stop.interruption(stop.signum or signal.SIGINT)
+            else:
+                raise
             raise stopped.adding(_stopped(report, results, rounds, cfg, watch, stop, stopped)) from None
         finally:
             for stream in streams.values():
