@@ -25,7 +25,7 @@ from torch import Tensor
 from rn50.data.batches import normalize_on_device, refill_candidates
 from rn50.data.dali import EXIF_ORIENTATION, read_encoded
 from rn50.data.torch_loader import TorchLoader
-from rn50.data.transforms import crop_resize_flip, decode_rgb
+from rn50.data.transforms import crop_resize_flip, decode_rgb, torchvision_io
 from rn50.env import synchronize
 from rn50.errors import first_line
 
@@ -169,7 +169,8 @@ class GpuDecodeLoader(TorchLoader):
         gpu = [i for i, s in enumerate(samples) if s["gpu"]]
         if gpu:
             try:  # the one batched call (nvJPEG on CUDA)
-                images = decode_jpeg([samples[i]["bytes"] for i in gpu], mode=ImageReadMode.RGB, device=self.device)
+                with torchvision_io():
+                    images = decode_jpeg([samples[i]["bytes"] for i in gpu], mode=ImageReadMode.RGB, device=self.device)
                 for i, image in zip(gpu, images, strict=True):
                     out[i] = samples[i], orient(image, samples[i]["orientation"])
             except RuntimeError:  # one broken file fails the whole call: each on its own, the CPU as fallback
@@ -186,7 +187,8 @@ class GpuDecodeLoader(TorchLoader):
         from torchvision.io import ImageReadMode, decode_jpeg
 
         try:
-            image = decode_jpeg(sample["bytes"], mode=ImageReadMode.RGB, device=self.device)
+            with torchvision_io():
+                image = decode_jpeg(sample["bytes"], mode=ImageReadMode.RGB, device=self.device)
         except RuntimeError:
             return self._cpu_decode(sample)  # libjpeg-turbo and PIL take some files nvJPEG refuses
         return sample, orient(image, sample["orientation"])

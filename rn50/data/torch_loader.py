@@ -18,9 +18,6 @@ from rn50.data.transforms import crop_resize_flip, decode_rgb
 from rn50.errors import first_line
 from rn50.recipes import Recipe
 
-# torchvision 0.29 deprecates its decoders in favour of torchcodec, but they are the fast libjpeg-turbo path on
-# every torchvision this package supports (0.26-0.29); keep the per-image warning out of the training log.
-warnings.filterwarnings("ignore", message="The image decoding and encoding capabilities", category=DeprecationWarning)
 # torch warns "This DataLoader will create N worker processes ... suggested max number of worker" when a loader is
 # made and again at every iter(), from two lines (so Python's default filter shows both), for every loader: once is
 # enough to say that --workers exceeds the cores.

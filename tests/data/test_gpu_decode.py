@@ -9,7 +9,7 @@ import torch
 
 from rn50.data.gpu_decode import gpu_decodable, jpeg_frame, orient
 from rn50.data.loaders import make_loader
-from rn50.data.torch_loader import decode_rgb
+from rn50.data.transforms import decode_rgb, torchvision_io
 from rn50.recipes import get_recipe
 from tests.data.images import _rgb, exif_image, write_corrupt, write_unusual
 
@@ -74,7 +74,8 @@ def test_exif_orientation_applied_after_decode_matches_the_decoders(tmp_path, or
     from torchvision.io import ImageReadMode, decode_jpeg, read_file
 
     path = exif_image(_rgb(np.random.default_rng(orientation), 12, 7), tmp_path / "x.jpg", orientation)
-    raw = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)  # as nvJPEG returns it: stored orientation
+    with torchvision_io():  # the decoder the pytorch-gpu backend's nvJPEG batch call uses
+        raw = decode_jpeg(read_file(str(path)), mode=ImageReadMode.RGB)  # as nvJPEG returns it: stored orientation
     assert torch.equal(orient(raw, orientation), decode_rgb(str(path)))
 
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from rn50.data.loaders import make_loader, shard_batches
-from rn50.data.torch_loader import decode_rgb
+from rn50.data.transforms import decode_rgb
 from rn50.errors import UserError
 from rn50.recipes import get_recipe
 from tests.data.images import CORRUPT, UNUSUAL, write_corrupt, write_unusual
@@ -78,6 +78,25 @@ def _reference_rgb(path: Path) -> np.ndarray:
             gray = np.round(np.asarray(im).astype(float) / 257)
             return np.repeat(gray[..., None], 3, axis=2).astype(int)
         return np.asarray(im.convert("RGB")).astype(int)
+
+
+def test_torchcodec_and_torchvision_decoders_give_the_same_pixels(tmp_path, monkeypatch):
+    """TorchCodec decodes where it is installed (CI installs it); torchvision.io where it is not (torchvision 0.26
+    machines): both, on every odd file, bitwise, with no deprecation warning from either path."""
+    import warnings
+
+    from rn50.data import transforms
+
+    pytest.importorskip("torchcodec")
+    assert transforms.torchcodec_decode_image() is not None
+    paths = write_unusual(tmp_path, np.random.default_rng(4))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", DeprecationWarning)
+        codec = [decode_rgb(p) for p in paths]
+        monkeypatch.setattr(transforms, "torchcodec_decode_image", lambda: None)
+        vision = [decode_rgb(p) for p in paths]
+    for path, a, b in zip(paths, codec, vision, strict=True):
+        assert torch.equal(a, b), path.name
 
 
 def test_unusual_images_decode_to_the_right_pixels(tmp_path):
