@@ -882,7 +882,12 @@ def bench_data(
     batch: Annotated[int, typer.Option(help="Images per batch.")] = 32,
     workers: Annotated[int, typer.Option(help="DataLoader processes / DALI threads (the cores used).")] = 2,
     warmup: Annotated[int, typer.Option(help="Untimed batches first (start-up).")] = 5,
-    iters: Annotated[int, typer.Option(help="Timed batches per backend, split over the rounds.")] = 50,
+    iters: Annotated[
+        int | None,
+        typer.Option(
+            min=1, help="Timed batches per backend, split over the rounds. Default 50 (CPU: 150).", show_default=False
+        ),
+    ] = None,
     rounds: Annotated[
         int, typer.Option(help="Interleaved rounds (backends rotated each round); ratios are medians over rounds.")
     ] = 5,
@@ -901,24 +906,26 @@ def bench_data(
 ) -> None:
     """Input-pipeline img/s per data backend, total and per CPU core, with synthetic data as the ceiling.
 
-    The defaults (batch 32, 5 + 50 batches in 5 rounds, 224 px) take well under a minute on 2 CPU cores with real
-    ImageNet JPEGs; on tiny images the timed window is short and flagged: raise --iters. The tables are rewritten
+    The CPU defaults (batch 32, 5 + 150 batches in 5 rounds, 224 px) take about 40 s on 2 cores with ImageNet-like
+    JPEGs (500x375, 100 KiB; 50 batches per backend left the rounds' ratios spread 30-60%); on tiny images the timed
+    window is short and flagged: raise --iters. The tables are rewritten
     after every round; Ctrl-C keeps the finished rounds and says where they are."""
     from rn50.bench.datapipe import COLUMNS, DEFAULT_BACKENDS, DataBenchConfig, run_data_bench, table_rows
     from rn50.bench.report import markdown_table
 
     chosen = backend or [",".join(DEFAULT_BACKENDS)]
     backends = tuple(b.strip() for item in chosen for b in item.split(",") if b.strip())
+    dev = resolve_device(device)
     cfg = DataBenchConfig(
         data=data,
         backends=backends,
         batch=batch,
         workers=workers,
         warmup=warmup,
-        iters=iters,
+        iters=iters if iters is not None else 50 if dev.startswith("cuda") else 150,
         split=split,
         image_size=image_size,
-        device=resolve_device(device),
+        device=dev,
         ceiling=ceiling,
         step=step,
         rounds=rounds,

@@ -232,7 +232,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     rounds (Interrupted says where)."""
     import torch
 
-    from rn50.bench.timing import LoadWatch
+    from rn50.bench.timing import LoadWatch, wait_quiet
     from rn50.data.loaders import make_loader
     from rn50.env import capture_env
     from rn50.recipes import get_recipe
@@ -252,7 +252,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     results: dict[str, BackendResult] = {}
     rounds: dict[str, list[_Round]] = {}  # every timed (backend, round), in the order run
     step = cfg.step if cfg.step is not None else device.type == "cuda"
-    settle = max(2, 2 * cfg.workers)  # a DataLoader's prefetch (2 per worker) or DALI's queue
+    settle = max(2, 4 * cfg.workers)  # for the time estimate: a DataLoader's prefetch (4 per worker) or DALI's 2
     # The whole command in batches, for the time-left estimate: each backend's setup (its warmup batches, start-up
     # included) and every backend's share of every round, then the training step when it is timed.
     per_round = [(settle if len(order) > 1 else 0) + n for n in split]
@@ -295,8 +295,11 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                     name = names[(r + k) % len(names)]
                     bar.update(f"round {r + 1}/{len(split)}: {name}")
                     stream = streams[name]
-                    stream.take(settle if len(names) > 1 else 0)
+                    # The batches its queue made while the others ran are not its own time: drained untimed.
+                    stream.take(getattr(stream.loader, "prefetch_batches", 0) if len(names) > 1 else 0)
                     images, seconds, restarts, last, own = stream.timed(n_iters)
+                    if len(names) > 1:  # its workers refill their queue now, not in the next backend's window
+                        wait_quiet()
                     stop.check()  # should the loader have caught the signal's Interrupted
                     rounds[name].append(_Round(images, seconds, restarts, own))
                     res = results[name]

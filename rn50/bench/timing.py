@@ -207,6 +207,25 @@ def _proc_stat_busy() -> tuple[float, float] | None:
     return (sum(fields[:8]) - idle) / hz, sum(fields[:8]) / hz
 
 
+def wait_quiet(max_wait: float = 5.0, cores: float = 0.25, step: float = 0.1) -> float:
+    """Wait until the machine is quiet (busy CPU time over `step` seconds below `cores` cores), at most `max_wait`
+    seconds; the seconds waited. Between two loaders' timed windows: a prefetching loader left alone refills its
+    queue (worker processes, DALI's in-flight batches) and only then goes idle; that work must not fall into the
+    next loader's window. On a machine that stays busy it returns after `max_wait` (and the load flags say so)."""
+    t0 = time.perf_counter()
+    prev = _proc_stat_busy()
+    if prev is None:
+        return 0.0
+    n = os.cpu_count() or 1
+    while time.perf_counter() - t0 < max_wait:
+        time.sleep(step)
+        cur = _proc_stat_busy()
+        if cur is None or (cur[0] - prev[0]) / max(cur[1] - prev[1], 1e-9) * n < cores:
+            break
+        prev = cur
+    return time.perf_counter() - t0
+
+
 def _own_cpu_s() -> float:
     import resource
 

@@ -146,6 +146,7 @@ class DaliLoader:
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
         self._pipe = None
+        self.prefetch_batches = 2  # batches in flight ahead of the consumer (schedule_run per batch, see __iter__)
         self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
         self.num_samples = self.shards.num_samples()
 

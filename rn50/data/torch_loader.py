@@ -66,6 +66,7 @@ def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
 
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+PREFETCH_FACTOR = 4  # batches each DataLoader worker makes ahead
 
 
 def _worker_init(_: int) -> None:
@@ -157,8 +158,9 @@ class TorchLoader:
             pin_memory=pin,
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0,
-            prefetch_factor=4 if workers else None,
+            prefetch_factor=PREFETCH_FACTOR if workers else None,
         )
+        self.prefetch_batches = PREFETCH_FACTOR * workers  # batches made ahead of the consumer (bench data settles)
         self.num_samples = self.shards.num_samples()
 
     def _dataset(self, files: FileList, recipe: Recipe) -> torch.utils.data.Dataset:

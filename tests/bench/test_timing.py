@@ -97,3 +97,22 @@ def test_load_watch_sees_another_process_and_not_its_own_work():
         spinner.kill()
         spinner.wait()
     assert other["other_load_cores"] > own["other_load_cores"] + 0.4
+
+
+def test_wait_quiet_waits_while_another_process_keeps_a_core_busy():
+    """bench data waits, between two loaders' windows, until the one just timed has refilled its queue; a process
+    that stays busy makes it wait its whole limit (and no longer)."""
+    import subprocess
+    import sys
+    import time
+
+    from rn50.bench.timing import wait_quiet
+
+    hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        time.sleep(0.3)
+        waited = wait_quiet(max_wait=1.0)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert 0.95 <= waited < 2.0
