@@ -21,11 +21,9 @@ $BIN/rn50 data sample "$work/sample" --force >/dev/null
 {
   echo "# rn50 bench: CPU-default wall times and the README bench train example under load"
   echo
-  $PY -c 'from rn50.env import cpu_model, cpu_signature, cpu_flags; import os; print(f"CPU: {cpu_model()} ({cpu_signature()}) [{\" \".join(cpu_flags())}], {os.cpu_count()} cores")'
+  $PY -c 'from rn50.env import cpu_model, cpu_signature, cpu_flags; import os; flags = " ".join(cpu_flags()); print(f"CPU: {cpu_model()} ({cpu_signature()}) [{flags}], {os.cpu_count()} cores")'
   echo "Commit: $(git rev-parse --short HEAD); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
   echo
-  echo "| command (CPU defaults) | wall s | exit |"
-  echo "|---|---|---|"
 } >"$OUT/README.md"
 
 timed() {  # name, command...: wall seconds and exit code into the table; output into a log
@@ -36,10 +34,6 @@ timed() {  # name, command...: wall seconds and exit code into the table; output
   "$@" >"$OUT/$name.log" 2>&1 || rc=$?
   printf '| `%s` | %.1f | %d |\n' "$*" "$(echo "$(date +%s.%N) - $t0" | bc)" "$rc" | sed "s#$work#SAMPLE#g; s#$BIN/##g" >>"$OUT/README.md"
 }
-
-timed bench-train $BIN/rn50 bench train --out "$work/train"
-timed bench-infer $BIN/rn50 bench infer --out "$work/infer"
-timed bench-data $BIN/rn50 bench data "$work/sample" --out "$work/data"
 
 efficiency() {  # the 2-process full-precision efficiency (or weak scaling) from a bench train JSON
   $PY - "$1" <<'EOF'
@@ -73,9 +67,26 @@ example() {  # tree, name: the README example with one core kept busy by another
   } >>"$OUT/README.md"
 }
 
-example "$PWD" after
-[ -n "$BEFORE" ] && example "$BEFORE" before
+overhead_t0=$(date +%s.%N)  # first, while the machine is idle (its load flags read the 1-minute load average)
+$PY benchmarks/trainer_overhead.py --device cpu --json "$OUT/trainer-overhead.json" >"$OUT/trainer-overhead.log" 2>&1
+{
+  printf 'Trainer overhead (benchmarks/trainer_overhead.py --device cpu, %.0f s; trainer vs bare loop, interleaved rounds):\n' \
+    "$(echo "$(date +%s.%N) - $overhead_t0" | bc)"
+  grep -iE "overhead|flag" "$OUT/trainer-overhead.log" | sed 's/^/    /'
+  echo
+  echo "| command (CPU defaults) | wall s | exit |"
+  echo "|---|---|---|"
+} >>"$OUT/README.md"
+timed bench-train $BIN/rn50 bench train --out "$work/train"
+timed bench-infer $BIN/rn50 bench infer --out "$work/infer"
+timed bench-data $BIN/rn50 bench data "$work/sample" --out "$work/data"
+$PY benchmarks/make_jpegs.py "$work/jpegs" --train 1000 --val 100 --classes 10 --workers 2 >/dev/null
+timed bench-data-jpegs $BIN/rn50 bench data "$work/jpegs" --out "$work/data-jpegs"
+echo >>"$OUT/README.md"
+echo "(SAMPLE/jpegs: 1,100 ImageNet-like JPEGs, 500x375, ~100 KiB, from benchmarks/make_jpegs.py)" >>"$OUT/README.md"
+grep -E "^\| (pytorch|dali)|^flag" "$OUT/bench-data-jpegs.log" | sed 's/^/    /' >>"$OUT/README.md"
 
+echo >>"$OUT/README.md"
 help_time() {  # tree: median wall seconds of 5 `rn50 --help`
   (cd "$1" && for _ in 1 2 3 4 5; do
     t0=$(date +%s.%N)
@@ -83,15 +94,15 @@ help_time() {  # tree: median wall seconds of 5 `rn50 --help`
     echo "$(date +%s.%N) - $t0" | bc
   done) | sort -n | sed -n 3p
 }
-timed trainer-overhead $PY benchmarks/trainer_overhead.py --device cpu --json "$OUT/trainer-overhead.json"
 {
+  printf '`rn50 --help` wall time, median of 5: this tree %.2f s' "$(help_time "$PWD")"
+  [ -n "$BEFORE" ] && printf '; before (%s) %.2f s' "$(cd "$BEFORE" && git rev-parse --short HEAD)" "$(help_time "$BEFORE")"
   echo
-  echo "Trainer overhead (trainer vs bare loop, interleaved rounds):"
-  grep -iE "overhead|flag" "$OUT/trainer-overhead.log" | sed 's/^/    /'
   echo
-  echo "\`rn50 --help\` wall time, median of 5: this tree $(help_time "$PWD") s"
-  [ -n "$BEFORE" ] && echo "; before ($(cd "$BEFORE" && git rev-parse --short HEAD)) $(help_time "$BEFORE") s"
-  echo
-  echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
 } >>"$OUT/README.md"
+
+example "$PWD" after
+[ -n "$BEFORE" ] && example "$BEFORE" before
+echo >>"$OUT/README.md"
+echo "Load average after: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/README.md"
 cat "$OUT/README.md"
