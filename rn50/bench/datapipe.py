@@ -214,12 +214,6 @@ def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, fl
     return images, seconds, setup, restarts, last, own
 
 
-def _split(iters: int, rounds: int) -> list[int]:
-    """`iters` batches over at most `rounds` rounds, as evenly as whole batches allow."""
-    rounds = min(rounds, iters)
-    return [iters // rounds + (1 if r < iters % rounds else 0) for r in range(rounds)]
-
-
 def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     """Time each backend's train loader (and the synthetic ceiling) on `cfg.data`, in interleaved rounds.
 
@@ -232,7 +226,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     rounds (Interrupted says where)."""
     import torch
 
-    from rn50.bench.timing import LoadWatch, wait_quiet
+    from rn50.bench.timing import LoadWatch, round_order, split_rounds, wait_quiet
     from rn50.data.loaders import make_loader
     from rn50.env import capture_env
     from rn50.recipes import get_recipe
@@ -243,7 +237,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
     base = get_recipe(cfg.recipe).replace(batch_size=cfg.batch, gpus=1, image_size=cfg.image_size, workers=cfg.workers)
     config = asdict(cfg)
     config.update(data=str(cfg.data), backends=list(cfg.backends), out=str(cfg.out) if cfg.out else None)
-    split = _split(cfg.iters, cfg.rounds)
+    split = split_rounds(cfg.iters, cfg.rounds)
     report = DataBenchReport(config=config, device=str(device), rounds_planned=len(split))
     report.env = capture_env()  # before any work
     watch = LoadWatch()
@@ -291,8 +285,7 @@ def run_data_bench(cfg: DataBenchConfig) -> DataBenchReport:
                 why = "; ".join(f"{r.backend}: {r.reason}" for r in report.results if r.status == "skipped")
                 raise UserError(f"no data backend could run here ({why})")
             for r, n_iters in enumerate(split):
-                for k in range(len(names)):
-                    name = names[(r + k) % len(names)]
+                for name in round_order(names, r):
                     bar.update(f"round {r + 1}/{len(split)}: {name}")
                     stream = streams[name]
                     # The batches its queue made while the others ran are not its own time: drained untimed.
@@ -366,7 +359,7 @@ def _summarize(
 ) -> None:
     """Every figure and flag from the first `report.rounds_done` rounds (a backend timed in a round that did not
     finish is left out of it)."""
-    from rn50.bench.timing import load_flags, ratio_stats, spread_flag, window_flags
+    from rn50.bench.timing import load_flags, ratio_stats, split_rounds, spread_flag, window_flags
 
     k = report.rounds_done
     names = [n for n in rounds if n in results]
@@ -393,7 +386,7 @@ def _summarize(
         if "synthetic" in names:
             ceil = results["synthetic"].round_img_per_s
             res.vs_ceiling = ratio_stats([a / b for a, b in zip(res.round_img_per_s, ceil, strict=True)])["ratio"]
-        flags += window_flags(name, res.seconds, sum(_split(cfg.iters, cfg.rounds)[:k]))
+        flags += window_flags(name, res.seconds, sum(split_rounds(cfg.iters, cfg.rounds)[:k]))
         if name != real[0]:
             first = results[real[0]].round_img_per_s
             stats = ratio_stats([a / b for a, b in zip(res.round_img_per_s, first, strict=True)])

@@ -42,6 +42,8 @@ from rn50.bench.timing import (
     LoopResult,
     load_flags,
     ratio_stats,
+    round_order,
+    split_rounds,
     spread_flag,
     summarize,
     timed_loop,
@@ -457,12 +459,6 @@ def _build(
     return series, rt
 
 
-def _split(total: int, rounds: int) -> list[int]:
-    """`total` iterations over at most `rounds` rounds, as evenly as whole iterations allow."""
-    rounds = max(1, min(rounds, total))
-    return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
-
-
 def _time_batch(
     runtimes: list[tuple[dict[str, Any], Runtime]], batch: int, cfg: InferConfig, opts: Options
 ) -> list[dict[str, Any]]:
@@ -490,11 +486,11 @@ def _time_batch(
             raise
         except Exception as e:
             _failed(row, e, f"{series['backend']} {precision}", opts)
-    rounds = _split(cfg.iters, cfg.rounds) if cfg.iters is not None else [0] * cfg.rounds
+    rounds = split_rounds(cfg.iters, cfg.rounds) if cfg.iters is not None else [0] * cfg.rounds
     per_round_time = cfg.min_time / cfg.rounds if cfg.min_time is not None else None
     loops: dict[int, list[LoopResult]] = {id(row): [] for row, _, _ in active}
     for r, n in enumerate(rounds):
-        order = active[r % len(active) :] + active[: r % len(active)] if active else []
+        order = round_order(active, r)
         for row, step, series in order:
             if row.get("status") in ("error", "oom"):
                 continue

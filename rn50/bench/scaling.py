@@ -463,7 +463,7 @@ COLUMNS = (
 def run_train_bench(cfg: TrainBenchConfig, progress: bool = False) -> TrainBenchReport:
     """Sweep 1, 2, 4 ... N workers per node through torchrun in interleaved rounds; rewrite JSON, CSV, Markdown and
     a PNG into cfg.out after every launch. `progress`: a bar on stderr, launches done of the whole sweep."""
-    from rn50.bench.timing import LoadWatch
+    from rn50.bench.timing import LoadWatch, round_order
     from rn50.env import capture_env
     from rn50.memory import check_fits
 
@@ -478,7 +478,7 @@ def run_train_bench(cfg: TrainBenchConfig, progress: bool = False) -> TrainBench
     report.config["logs"] = str(log_root)
     watch = LoadWatch()
     counts = worker_counts(cfg.gpus) if cfg.sweep else [cfg.gpus]
-    plan = [(r, counts[(r + k) % len(counts)]) for r in range(cfg.rounds) for k in range(len(counts))]
+    plan = [(r, n) for r in range(cfg.rounds) for n in round_order(counts, r)]
     report.planned = len(plan)
     env = capture_env()
     with StopSignals("bench train") as stop, ProgressBar("bench train", len(plan), progress, count=True) as bar:

@@ -152,6 +152,22 @@ MAX_SPREAD = 0.10  # (max - min) / median of the per-round ratios
 MAX_OTHER_LOAD = 0.25  # cores' worth of other processes' CPU use during the run
 
 
+def round_order(items: Sequence[Any], r: int) -> list[Any]:
+    """The order of round `r`: `items` rotated by r (A B C, B C A, C A B, ...), so no series always runs first or
+    last; every interleaving bench uses this one rule."""
+    items = list(items)
+    if not items:
+        return []
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
+def split_rounds(total: int, rounds: int) -> list[int]:
+    """`total` iterations (or batches) over at most `rounds` rounds, as evenly as whole iterations allow."""
+    rounds = max(1, min(rounds, total))
+    return [total // rounds + (1 if r < total % rounds else 0) for r in range(rounds)]
+
+
 def interleaved(
     steps: Sequence[Callable[[], Any]],
     *,
@@ -170,8 +186,7 @@ def interleaved(
     results: list[list[LoopResult]] = []
     for r in range(rounds):
         row: list[LoopResult | None] = [None] * n
-        for k in range(n):
-            i = (r + k) % n
+        for i in round_order(range(n), r):
             row[i] = timed_loop(steps[i], warmup=0, iters=iters, min_time=min_time, cuda=cuda, min_iters=1)
         results.append(row)  # type: ignore[arg-type]
     return results
