@@ -46,6 +46,48 @@ def sample_dir(tmp_path_factory) -> Path:
     return out
 
 
+def signal_when_written(
+    argv: list[str],
+    folder: Path,
+    pattern: str,
+    signum: int,
+    *,
+    wait_s: float = 120,
+    timeout_s: float = 60,
+    poll_s: float = 0.1,
+    merge_stderr: bool = True,
+    env: dict[str, str] | None = None,
+) -> tuple[int, str, str | None]:
+    """Run `python -m rn50 *argv` in its own session and, once a file matching `pattern` is in `folder`, send
+    `signum` to its whole process group, as Ctrl-C (SIGINT) or a scheduler (SIGTERM) does. (exit code, stdout,
+    stderr; None when merged into stdout). Nothing is left running, whatever fails."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rn50", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + wait_s
+        while not list(folder.glob(pattern)) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(poll_s)
+        assert list(folder.glob(pattern)), f"nothing matching {pattern} was written before the signal"
+        os.killpg(proc.pid, signum)
+        out, err = proc.communicate(timeout=timeout_s)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return proc.returncode, out, err
+
+
 def run_cli(args: list[str]):
     """Invoke the CLI in-process; returns typer's Result (exit_code, stdout, stderr)."""
     from typer.testing import CliRunner

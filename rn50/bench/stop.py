@@ -15,9 +15,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from rn50.errors import UserError
-from rn50.launch import interrupted_exit_code
-
-STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+from rn50.launch import STOP_SIGNALS, interrupted_exit_code
 
 
 class Interrupted(UserError):

@@ -5,14 +5,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
 
 from tests.bench.test_scaling import processes_mentioning
-from tests.conftest import run_cli
+from tests.conftest import run_cli, signal_when_written
 
 SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--image-size", "32", "--device", "cpu"]
 SMALL += ["--rounds", "3"]
@@ -110,25 +109,10 @@ def test_a_signal_keeps_the_finished_rounds_and_says_where(sample_dir, tmp_path,
     # a scheduler (SIGTERM) sends it, once the first round's tables are on disk.
     args = ["bench", "data", str(sample_dir), "--backend", "pytorch,dali-cpu", "--batch", "8", "--workers", "2"]
     args += ["--warmup", "1", "--iters", "2000", "--rounds", "20", "--image-size", "32", "--device", "cpu"]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rn50", *args, "--out", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
+    rc, out, err = signal_when_written(
+        [*args, "--out", str(tmp_path)], tmp_path, "data-*.json", signum, merge_stderr=False
     )
-    try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("data-*.json")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert list(tmp_path.glob("data-*.json")), "no table after the first round"
-        os.killpg(proc.pid, signum)
-        out, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signum, out + err
+    assert rc == 128 + signum, out + err
     (line,) = [x for x in err.splitlines() if x.strip()]  # one line, nothing else (no warning, no traceback)
     name = signal.Signals(signum).name
     assert line.startswith(f"rn50: error: bench data: stopped by {name}; partial results (round "), line

@@ -4,14 +4,12 @@ import json
 import os
 import signal
 import statistics
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from rn50.bench.infer import InferConfig, run_infer
+from tests.conftest import signal_when_written
 
 
 def test_speedup_is_the_median_of_same_round_ratios_and_few_iterations_are_flagged(tmp_path):
@@ -47,26 +45,9 @@ def test_speedup_is_the_median_of_same_round_ratios_and_few_iterations_are_flagg
 def test_a_signal_keeps_the_finished_batch_sizes_and_says_where(tmp_path, signum):
     args = ["bench", "infer", "--device", "cpu", "--batch", "1,2,4,8,16,32,64", "--image-size", "32"]
     args += ["--warmup", "1", "--min-time", "2", "--out", str(tmp_path)]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rn50", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env={**os.environ, "PYTHONWARNINGS": "ignore"},
-    )
-    try:
-        deadline = time.monotonic() + 120
-        while not list(tmp_path.glob("infer-*.md")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.1)
-        assert list(tmp_path.glob("infer-*.md")), "no table after the first batch size"
-        os.killpg(proc.pid, signum)
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signum, out
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    rc, out, _ = signal_when_written(args, tmp_path, "infer-*.md", signum, env=env)
+    assert rc == 128 + signum, out
     assert "partial results (batch 1" in out and "Traceback" not in out
     md = Path(out.split(" in ")[-1].split()[0])
     assert "PARTIAL" in md.read_text()

@@ -5,9 +5,6 @@ import json
 import math
 import os
 import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +18,7 @@ from rn50.bench.scaling import (
 )
 from rn50.errors import UserError
 from rn50.launch import LaunchResult
-from tests.conftest import run_cli
+from tests.conftest import run_cli, signal_when_written
 
 TINY = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32", "--num-classes", "10"]
 TINY += ["--rounds", "1"]
@@ -251,26 +248,10 @@ def test_interrupted_sweep_keeps_the_finished_launches_and_says_where(tmp_path, 
     # launch's tables are on disk.
     args = [*TINY, "--gpus", "2", "--rounds", "2", "--precision", "fp32", "--out", str(tmp_path)]
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "rn50", "bench", "train", *args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-        env=env,
+    rc, out, _ = signal_when_written(
+        ["bench", "train", *args], tmp_path, "train-*.md", signum, wait_s=180, timeout_s=120, poll_s=0.2, env=env
     )
-    try:
-        deadline = time.monotonic() + 180
-        while not list(tmp_path.glob("train-*.md")) and time.monotonic() < deadline and proc.poll() is None:
-            time.sleep(0.2)
-        assert list(tmp_path.glob("train-*.md")), "the first launch wrote no table"
-        os.killpg(proc.pid, signum)
-        out, _ = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-    assert proc.returncode == 128 + signum, out
+    assert rc == 128 + signum, out
     assert "partial results" in out and "Traceback" not in out
     where = Path(out.split("partial results (")[1].split(" in ", 1)[1].split()[0])
     result = json.loads(where.with_suffix(".json").read_text())
