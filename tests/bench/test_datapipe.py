@@ -113,7 +113,9 @@ def test_a_signal_keeps_the_finished_rounds_and_says_where(sample_dir, tmp_path,
         [*args, "--out", str(tmp_path)], tmp_path, "data-*.json", signum, merge_stderr=False
     )
     assert rc == 128 + signum, out + err
-    (line,) = [x for x in err.splitlines() if x.strip()]  # one line, nothing else (no warning, no traceback)
+    lines = [x for x in err.splitlines() if x.strip()]
+    assert len(lines) == 1, err  # one line, nothing else (no warning, no traceback); shown in full when not
+    (line,) = lines
     name = signal.Signals(signum).name
     assert line.startswith(f"rn50: error: bench data: stopped by {name}; partial results (round "), line
     k, n = (int(v) for v in line.split("(round ")[1].split(")")[0].split(" of "))
