@@ -182,7 +182,7 @@ def _fmt(value: Any, spec: str, missing: str = "-") -> str:
 
 
 def summary_markdown(s: dict[str, Any]) -> str:
-    from rn50.bench.report import markdown_table
+    from rn50.tables import markdown_table
 
     t, inf = s["train"], s["infer"]
     m = s["machine"]

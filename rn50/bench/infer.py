@@ -52,6 +52,7 @@ from rn50.bench.timing import (
 from rn50.errors import UserError, first_line
 from rn50.export.formats import artifact_format, get_format, is_artifact
 from rn50.export.sidecar import read_sidecar, sidecar_image_size
+from rn50.tables import csv_text, format_cell, markdown_table
 
 log = logging.getLogger(__name__)
 
@@ -618,7 +619,7 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
         if r.get("status") != "ok":
             return str(r.get("status")).upper()
         if kind == "img_s":
-            return report.format_cell(float(r["img_s"]))
+            return format_cell(float(r["img_s"]))
         return " / ".join(f"{r[k]:.2f}" for k in ("p50_ms", "p90_ms", "p99_ms"))
 
     wide, columns = [], [("batch", "batch")]
@@ -643,7 +644,7 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
     if done is not None and len(done) < len(result["config"]["batches"]):
         md.append(f"- PARTIAL: batch sizes {', '.join(map(str, done))} of {result['config']['batches']} finished")
     md += [f"- flag: {f}" for f in result.get("flags", [])]
-    md += ["", report.markdown_table(wide, columns)]
+    md += ["", markdown_table(wide, columns)]
     series_cols = [
         ("backend", "backend"),
         ("precision", "precision"),
@@ -654,21 +655,21 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
         ("agreement_n", "images"),
         ("reason", "reason"),
     ]
-    md += ["## Series", "", report.markdown_table(series, series_cols)]
+    md += ["## Series", "", markdown_table(series, series_cols)]
     if result.get("agreement_images"):
         md.append(
             f"Top-1 agreement on {result['agreement_images']['n']} real images from "
             f"{result['agreement_images']['dir']}.\n"
         )
     full = [r for r in rows if r.get("batch") is not None]
-    md += ["## All measurements", "", report.markdown_table(full, ROW_COLUMNS)]
+    md += ["## All measurements", "", markdown_table(full, ROW_COLUMNS)]
 
     paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
     paths["json"] = stem.with_name(stem.name + ".json")
     from rn50.io import atomic_write_json, atomic_write_text
 
     atomic_write_text(paths["md"], "\n".join(md))
-    atomic_write_text(paths["csv"], report.csv_text(rows, ROW_COLUMNS))
+    atomic_write_text(paths["csv"], csv_text(rows, ROW_COLUMNS))
     atomic_write_json(paths["json"], {k: v for k, v in result.items() if k != "paths"})
 
     thr: dict[str, tuple[list[float], list[float]]] = {}

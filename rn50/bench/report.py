@@ -2,7 +2,6 @@
 
 Stable API (the `bench train` / `bench data` commands use it too):
     write_table(rows, columns, out_stem, title, env, notes=(), extra=None) -> {"md": Path, "csv": Path, "json": Path}
-    markdown_table(rows, columns) -> str
     env_lines(env) -> list[str]
     plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Path
     line_figure(series, xlabel, ylabel, title, ...) -> matplotlib Figure (what plot_lines writes)
@@ -12,9 +11,6 @@ Stable API (the `bench train` / `bench data` commands use it too):
 
 from __future__ import annotations
 
-import csv
-import io
-import math
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,56 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from rn50.io import atomic_path, atomic_write_json, atomic_write_text
-
-Column = str | tuple[str, str]
-
-
-def _key_header(col: Column) -> tuple[str, str]:
-    return (col, col) if isinstance(col, str) else (col[0], col[1])
-
-
-def format_cell(value: Any) -> str:
-    """Numbers with sensible precision (4 significant digits, thousands grouped from 1,000), None as '-'."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "-"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int):
-        return f"{value:,}" if abs(value) >= 10_000 else str(value)
-    if isinstance(value, float):
-        a = abs(value)
-        if a >= 1000:
-            return f"{value:,.0f}"
-        if a >= 100:
-            return f"{value:.1f}"
-        if a >= 10:
-            return f"{value:.2f}"
-        if a >= 0.001 or a == 0:
-            return f"{value:.3f}"
-        return f"{value:.2e}"
-    return str(value).replace("|", "\\|").replace("\n", " ")
-
-
-def markdown_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
-    cols = [_key_header(c) for c in columns]
-    lines = [
-        "| " + " | ".join(h for _, h in cols) + " |",
-        "|" + "|".join("---" for _ in cols) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(format_cell(row.get(k)) for k, _ in cols) + " |")
-    return "\n".join(lines) + "\n"
-
-
-def csv_text(rows: Sequence[Mapping[str, Any]], columns: Sequence[Column]) -> str:
-    """CSV with the column keys as header and raw (unformatted) values, for spreadsheets and pandas."""
-    keys = [_key_header(c)[0] for c in columns]
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(keys)
-    for row in rows:
-        writer.writerow(["" if row.get(k) is None else row.get(k) for k in keys])
-    return buf.getvalue()
+from rn50.tables import Column, column_keys, csv_text, markdown_table
 
 
 def env_lines(env: Mapping[str, Any]) -> list[str]:
@@ -123,7 +70,7 @@ def write_table(
     paths["json"] = stem.with_name(stem.name + ".json")
     atomic_write_text(paths["md"], "\n".join(md))
     atomic_write_text(paths["csv"], csv_text(rows, columns))
-    obj = {"title": title, "env": dict(env), "columns": [_key_header(c)[0] for c in columns], "rows": list(rows)}
+    obj = {"title": title, "env": dict(env), "columns": column_keys(columns), "rows": list(rows)}
     obj.update(extra or {})
     atomic_write_json(paths["json"], obj)
     return paths

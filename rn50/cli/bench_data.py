@@ -50,7 +50,7 @@ def bench_data(
     window is short and flagged: raise --iters. The tables are rewritten
     after every round; Ctrl-C keeps the finished rounds and says where they are."""
     from rn50.bench.datapipe import COLUMNS, DEFAULT_BACKENDS, DataBenchConfig, run_data_bench, table_rows
-    from rn50.bench.report import markdown_table
+    from rn50.tables import markdown_table
 
     chosen = backend or [",".join(DEFAULT_BACKENDS)]
     backends = tuple(b.strip() for item in chosen for b in item.split(",") if b.strip())

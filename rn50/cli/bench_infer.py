@@ -111,7 +111,7 @@ def bench_infer(
         out=out,
     )
     result = run_infer(cfg)
-    from rn50.bench.report import markdown_table
+    from rn50.tables import markdown_table
 
     shown = []
     for r in result["rows"]:

@@ -65,8 +65,8 @@ def bench_train(
     processes, batch 8, 64 px, 2 + 8 iterations, 3 rounds) finish in about a minute and a half on 2 cores."""
     import os
 
-    from rn50.bench.report import markdown_table
     from rn50.bench.scaling import COLUMNS, TrainBenchConfig, run_train_bench
+    from rn50.tables import markdown_table
 
     device = resolve_device(device)
     cpu = device == "cpu"

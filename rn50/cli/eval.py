@@ -27,7 +27,7 @@ def eval_command(
 ) -> None:
     """Top-1/top-5 of a checkpoint or exported artifact on labelled images, beside its fp32 source."""
     from rn50.bench.accuracy import EvalConfig, evaluate_models
-    from rn50.bench.report import markdown_table
+    from rn50.tables import markdown_table
 
     cfg = EvalConfig(model, data, reference, batch, image_size, workers, limit)
     with err_console.status(f"evaluating {model} on {data} ...") as status:

@@ -115,7 +115,7 @@ class RunDir:
         if summary.get("bad_files"):
             lines.append(f"- {summary['bad_files']} undecodable image(s) skipped: see bad_files.txt")
         if vals:
-            from rn50.bench.report import markdown_table
+            from rn50.tables import markdown_table
 
             shown = [
                 {**r, "val_loss": f"{r['val_loss']:.4f}", "top1": f"{r['top1']:.2f}", "top5": f"{r['top5']:.2f}"}

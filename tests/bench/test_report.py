@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from rn50.bench.report import csv_text, env_lines, file_tag, format_cell, markdown_table, write_table
+from rn50.bench.report import env_lines, file_tag, write_table
+from rn50.tables import csv_text, format_cell, markdown_table
 
 ROWS = [
     {"backend": "eager", "batch": 8, "img_s": 1234.5678, "p50_ms": 6.4801, "note": "a|b"},
