@@ -28,7 +28,8 @@ demo: install
 test: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/lint-imports
+	$(BIN)/python -m pytest -q --durations=20
 
 clean:
 	rm -rf $(VENV) $(SAMPLE) .pytest_cache
