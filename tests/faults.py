@@ -19,58 +19,54 @@ from pathlib import Path
 import pytest
 
 
-def _mount(folder: Path, options: str) -> bool:
-    if os.geteuid() != 0:
-        return False
+@contextlib.contextmanager
+def _tmpfs_or(folder: Path, options: str, why_root_cannot: str) -> Iterator[bool]:
+    """Mount a tmpfs with `options` on `folder` for the block (True), or, not as root, let the caller build the
+    unprivileged stand-in (False); as root without a mount, skip: root ignores what the stand-in relies on."""
+    if os.geteuid() == 0:
+        folder.mkdir(parents=True, exist_ok=True)
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
+        if mounted.returncode != 0:
+            pytest.skip(f"running as root but cannot mount a tmpfs here ({why_root_cannot})")
+        try:
+            yield True
+        finally:
+            subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+        return
     folder.mkdir(parents=True, exist_ok=True)
-    result = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True)
-    return result.returncode == 0
-
-
-def _unmount(folder: Path) -> None:
-    subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+    yield False
 
 
 @contextlib.contextmanager
 def full_disk(folder: Path, size: str = "1m") -> Iterator[Path]:
     """`folder` holds at most `size` bytes (tmpfs), or, without root, no file in this process may pass it."""
-    if _mount(folder, f"size={size}"):
+    with _tmpfs_or(folder, f"size={size}", "no CAP_SYS_ADMIN") as mounted:
+        if mounted:
+            yield folder
+            return
+        limit = int(size[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
+        soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+        old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
         try:
             yield folder
         finally:
-            _unmount(folder)
-        return
-    if os.geteuid() == 0:
-        pytest.skip("running as root but cannot mount a tmpfs here (no CAP_SYS_ADMIN)")
-    folder.mkdir(parents=True, exist_ok=True)
-    limit = int(size[:-1]) * {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}[size[-1].lower()]
-    soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
-    old_handler = signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, hard))
-    try:
-        yield folder
-    finally:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
-        signal.signal(signal.SIGXFSZ, old_handler)
+            resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))
+            signal.signal(signal.SIGXFSZ, old_handler)
 
 
 @contextlib.contextmanager
 def read_only(folder: Path) -> Iterator[Path]:
     """An empty folder nothing can be written into: a read-only tmpfs as root, mode 0555 otherwise."""
-    if _mount(folder, "ro,size=64k"):
+    with _tmpfs_or(folder, "ro,size=64k", "root ignores permission bits") as mounted:
+        if mounted:
+            yield folder
+            return
+        folder.chmod(0o555)
         try:
             yield folder
         finally:
-            _unmount(folder)
-        return
-    if os.geteuid() == 0:
-        pytest.skip("running as root but cannot mount a tmpfs here: root ignores permission bits")
-    folder.mkdir(parents=True, exist_ok=True)
-    folder.chmod(0o555)
-    try:
-        yield folder
-    finally:
-        folder.chmod(0o755)
+            folder.chmod(0o755)
 
 
 def under_a_file(tmp_path: Path) -> Path:

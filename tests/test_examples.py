@@ -5,7 +5,6 @@ and requeued; and every rn50 flag that the SLURM script and the Kubernetes manif
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ import pytest
 import yaml
 
 from rn50.weights import read_checkpoint
+from tests.helpers import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 SBATCH = ROOT / "examples" / "slurm" / "train.sbatch"
@@ -56,12 +56,6 @@ def tiny_data(sample_dir, tmp_path_factory):
     from tests.data.images import make_tiny_dataset
 
     return make_tiny_dataset(sample_dir, tmp_path_factory.mktemp("tiny_data"), 2, 1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def slurm_tasks(out: Path) -> list[int]:

@@ -8,54 +8,26 @@ import random
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from rn50.weights import read_checkpoint
+from tests.helpers import (
+    ENV,
+    ROOT,
+    assert_bitwise_equal,
+    final_weights,
+    free_port,
+    processes_mentioning,
+    rn50,
+    run_nodes,
+)
 
-ROOT = Path(__file__).resolve().parents[1]
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
 TRAIN = ["--image-size", "32", "--batch-size", "2", "--epochs", "2", "--workers", "0", "--warmup", "0",
          "--print-freq", "1", "--no-progress", "--device", "cpu", "--lr", "0.05"]  # fmt: skip
 BENCH = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32",
          "--num-classes", "10", "--precision", "fp32", "--no-sweep"]  # fmt: skip
-
-
-def rn50(*args) -> list[str]:
-    return [sys.executable, "-m", "rn50", *map(str, args)]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def weights(out: Path) -> dict:
-    return read_checkpoint(out / "checkpoints" / "last.pth")["model"]
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not (a[k] == b[k]).all()]
-    assert not different, different[:5]
-
-
-def processes_mentioning(text: str) -> list[str]:
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
 
 
 def rank_pid(marker: str, local_rank: int) -> int | None:
@@ -80,7 +52,7 @@ def two_process_run(tiny_data, tmp_path_factory) -> dict:
     res = subprocess.run(rn50("train", tiny_data, *TRAIN, "--gpus", 2, "--out", out), cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    return weights(out)
+    return final_weights(out)
 
 
 @pytest.fixture(scope="module")
@@ -114,27 +86,15 @@ def test_elastic_restart_after_a_sigkilled_rank_ends_equal_to_an_uninterrupted_r
     assert proc.returncode == 0, context
     assert "torchrun restart 1: resuming" in output, context  # the group really was restarted, and resumed
     assert "Traceback" not in output, context
-    assert_bitwise_equal(weights(out), two_process_run)
+    assert_bitwise_equal(final_weights(out), two_process_run)
 
 
 def test_two_nodes_on_one_machine_equal_one_node_with_two_processes(tiny_data, tmp_path, two_process_run):
     out, port = tmp_path / "run", free_port()
     common = [*TRAIN, "--nnodes", 2, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", 60, "--out", out]
-    nodes = [
-        subprocess.Popen(
-            rn50("train", tiny_data, *common, "--node-rank", rank),
-            cwd=ROOT,
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    run_nodes([rn50("train", tiny_data, *common, "--node-rank", rank) for rank in (0, 1)])
     assert json.loads((out / "recipe.json").read_text())["world_size"] == 2
-    assert_bitwise_equal(weights(out), two_process_run)
+    assert_bitwise_equal(final_weights(out), two_process_run)
 
 
 def test_bench_train_two_nodes_on_one_machine_equal_one_node(tmp_path):
@@ -143,19 +103,9 @@ def test_bench_train_two_nodes_on_one_machine_equal_one_node(tmp_path):
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
     port = free_port()
     common = [*BENCH, "--gpus", 1, "--nnodes", 2, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", 60]
-    nodes = [
-        subprocess.Popen(
-            rn50("bench", "train", *common, "--node-rank", rank, "--out", tmp_path / f"node{rank}"),
-            cwd=ROOT,
-            env=ENV,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-        )  # fmt: skip
-        for rank in (0, 1)
-    ]
-    outputs = [node.communicate(timeout=300)[0] for node in nodes]
-    assert [n.returncode for n in nodes] == [0, 0], "\n".join(o[-2000:] for o in outputs)
+    run_nodes(
+        [rn50("bench", "train", *common, "--node-rank", rank, "--out", tmp_path / f"node{rank}") for rank in (0, 1)]
+    )
     (ref,) = json.loads(next((tmp_path / "one").glob("train-*.json")).read_text())["rows"]
     tables = [p for rank in (0, 1) for p in (tmp_path / f"node{rank}").glob("train-*.json")]
     assert len(tables) == 1 and tables[0].parent.name == "node0"  # node 0 writes it, every round gathered there

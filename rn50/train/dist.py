@@ -84,6 +84,13 @@ def is_distributed() -> bool:
     return torch_dist.is_available() and torch_dist.is_initialized() and torch_dist.get_world_size() > 1
 
 
+def collective_device() -> torch.device:
+    """Where a collective's tensors live: the current GPU under NCCL, the CPU under gloo."""
+    if torch_dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 def cleanup() -> None:
     if torch_dist.is_available() and torch_dist.is_initialized():
         torch_dist.destroy_process_group()

@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 import logging
-import os
-import signal
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -20,97 +17,22 @@ from rn50.io import atomic_link
 from rn50.recipes import Recipe
 from rn50.train import dist
 from rn50.train.checkpoint import (
-    load_checkpoint,
     prune_epoch_checkpoints,
     resolve_resume,
     save_checkpoint,
     save_mid_epoch,
 )
-from rn50.train.run import RunDir, default_out
-from rn50.train.step import TrainState, build_state, train_step
+from rn50.train.run import RunDir
+from rn50.train.setup import FitSetup, Start, StopFlag, TrainOptions, prepare_fit, resume_point, run_folder
+from rn50.train.step import TrainState, train_step
+
+__all__ = ["Diverged", "StopFlag", "TrainOptions", "evaluate", "fit", "train_one_epoch"]
 
 log = logging.getLogger("rn50.train")
 
 
-@dataclass
-class TrainOptions:
-    data: Path | None
-    recipe: Recipe
-    out: Path | None = None
-    resume: str | None = None  # a checkpoint path or "auto"
-    evaluate: str | None = None  # a checkpoint to evaluate (any format the weights loader reads), or "auto"
-    prof: int | None = None  # stop each phase (train, val) after this many iterations
-    training_only: bool = False
-    print_freq: int = 10
-    seed: int = 0
-    compile: bool = False
-    device: str = "auto"
-    report_file: Path | None = None
-    max_nonfinite: int = 10  # consecutive non-finite losses that stop the run
-    stop_after: int | None = None  # stop like SIGTERM after this many iterations of this process (tests)
-    progress: bool = True
-    keep_epochs: int = 3  # newest epoch-NNN.pth files kept; 0 keeps every one
-    checkpoint_every: int | None = None  # also save last.pth every N iterations within an epoch
-    max_skipped: float = 0.01  # stop once undecodable files pass this share of a split
-    extra: dict[str, Any] = field(default_factory=dict)
-
-
 class Diverged(UserError):
     """A run of non-finite losses."""
-
-
-class StopFlag:
-    """Set by SIGTERM/SIGINT: finish the current step (or abandon validation), save a checkpoint, exit 128 + signal.
-
-    The handler only sets the flag and says so at once on stderr (rank 0), so a checkpoint being written is finished,
-    never torn; more signals (torchrun forwarding the one the group got) change nothing.
-    """
-
-    def __init__(self, rank: int = 0) -> None:
-        self.requested = False
-        self.signum: int | None = None
-        self.rank = rank
-        self._old: dict[int, Any] = {}
-
-    def __enter__(self) -> StopFlag:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            try:
-                self._old[sig] = signal.signal(sig, self._handle)
-            except ValueError:  # not the main thread (e.g. inside a test runner thread): no handler
-                pass
-        return self
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        first = self.signum is None
-        self.requested = True
-        self.signum = self.signum or signum
-        if first and self.rank == 0:  # os.write: no lock a signal handler could deadlock on
-            name = signal.Signals(signum).name
-            os.write(2, f"rn50: {name}: stopping after the current step; saving a checkpoint\n".encode())
-
-    @property
-    def exit_code(self) -> int:
-        from rn50.launch import interrupted_exit_code
-
-        return interrupted_exit_code(self.signum or signal.SIGTERM)
-
-    def __exit__(self, *exc: Any) -> None:
-        for sig, old in self._old.items():
-            signal.signal(sig, old)
-
-    def agreed(self) -> bool:
-        """True if any rank was asked to stop (all ranks must stop at the same step)."""
-        if not dist.is_distributed():
-            return self.requested
-        flag = torch.tensor([int(self.requested)], device=_collective_device())
-        torch_dist.all_reduce(flag, op=torch_dist.ReduceOp.MAX)
-        return bool(flag.item())
-
-
-def _collective_device() -> torch.device:
-    if torch_dist.get_backend() == "nccl":
-        return torch.device("cuda", torch.cuda.current_device())
-    return torch.device("cpu")
 
 
 @torch.no_grad()
@@ -149,7 +71,7 @@ def evaluate(
             ]
         )
     if dist.is_distributed():
-        reduce_device = _collective_device()
+        reduce_device = dist.collective_device()
         sums = sums.to(reduce_device)
         torch_dist.all_reduce(sums)
     loss_sum, top1, top5, n = sums.tolist()
@@ -287,91 +209,97 @@ def fit(opts: TrainOptions) -> dict[str, Any]:
 
 
 def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: StopFlag) -> dict[str, Any]:
-    from rn50.data.loaders import make_loader
-
     recipe = opts.recipe
-    if recipe.gpus != world:  # the world size is bound once, with the options (rn50.train.cli_options.bind_recipe)
-        raise UserError(
-            f"the recipe is for {recipe.gpus} process(es) but this run has {world}: build it with "
-            f"recipe.replace(gpus={world}) (rn50 train sets it from --gpus x --nnodes)"
-        )
-    out = opts.out or default_out(recipe)
-    if dist.is_distributed():  # every rank must use rank 0's folder name
-        holder = [str(out)]
-        torch_dist.broadcast_object_list(holder, src=0)
-        out = Path(holder[0])
-    run = RunDir(out, writer=rank == 0)
+    out, run = run_folder(opts, recipe, rank, world)
     dist.seed_everything(opts.seed, rank)
     if opts.evaluate is not None:
         return evaluate_checkpoint(opts, recipe, run, rank, world, device, stop)
-    if opts.data is None and recipe.data_backend != "synthetic":
-        raise UserError("DATA is required (an ImageNet-layout folder with train/ and val/)")
-    from rn50.memory import check_fits
-
-    # Before any memory is taken: one line naming the batch that fits (a dgx1 recipe on CPU took 23.4 of 24 GB).
-    on_node = int(os.environ.get("LOCAL_WORLD_SIZE", "1")) if device.type == "cpu" else 1
-    check_fits(recipe.batch_size, recipe.image_size, device.type, "train", on_node, option="--batch-size")
-    loader_args = dict(rank=rank, world_size=world, seed=opts.seed)
-    train_loader = make_loader(opts.data, "train", recipe, recipe.data_backend, device, **loader_args)
-    val_loader = None
-    if not opts.training_only:
-        if opts.data is not None and not (Path(opts.data) / "val").is_dir():
-            raise UserError(f"{opts.data} has no val/ folder; add one or pass --training-only")
-        val_loader = make_loader(opts.data, "val", recipe, recipe.data_backend, device, **loader_args)
-    steps_per_epoch = len(train_loader) // recipe.accumulation_steps
-    if steps_per_epoch == 0:
-        raise UserError(
-            f"{train_loader.num_samples} training images per rank is less than one optimizer batch "
-            f"({recipe.global_batch}); lower --batch-size or --optimizer-batch-size"
-        )
-    state = build_state(
-        recipe, device, world > 1, steps_per_epoch=steps_per_epoch, compile=opts.compile, seed=opts.seed, rank=rank
-    )
-    resume_path = resolve_resume(opts.resume, out)
-    start_epoch, start_batch, best_top1 = 0, 0, None
-    if resume_path is not None:
-        meta = load_checkpoint(resume_path, state)
-        start_epoch, start_batch, best_top1 = meta["epoch"], meta["iteration"], meta["best_top1"]
-        if meta["epoch_complete"]:
-            start_epoch, start_batch = start_epoch + 1, 0
-        saved = meta.get("recipe") or {}
-        if saved.get("global_batch") not in (None, recipe.global_batch):
-            log.warning(
-                "resuming with optimizer batch %s, the checkpoint used %s",
-                recipe.global_batch,
-                saved.get("global_batch"),
-            )
-        log.info("resumed from %s at epoch %d, iteration %d", resume_path, start_epoch + 1, start_batch)
-    run.prepare(
-        recipe,
-        resuming=opts.resume is not None,
-        extra={"seed": opts.seed, "world_size": world, "data": str(opts.data), **opts.extra},
-    )
+    setup = prepare_fit(opts, out, run, rank, world, device)
+    start = resume_point(opts, setup)
+    extra = {"seed": opts.seed, "world_size": world, "data": str(opts.data), **opts.extra}
+    run.prepare(recipe, resuming=opts.resume is not None, extra=extra)
     log.info(
         "training %s on %s x %d: %d images/epoch, %d optimizer steps/epoch, global batch %d, lr %g, precision %s",
         recipe.name,
         device.type,
         world,
-        train_loader.num_samples * world,
-        steps_per_epoch,
+        setup.train_loader.num_samples * world,
+        setup.steps_per_epoch,
         recipe.global_batch,
         recipe.lr,
-        state.precision,
+        setup.state.precision,
     )
-    status, top1, t0 = "complete", None, time.perf_counter()
-    saved = (start_epoch, start_batch) if resume_path is not None else None  # the point last.pth holds
+    cursor, t0 = Cursor(setup, rank, start), time.perf_counter()
+    with _progress(rank, opts.progress) as progress:
+        if progress is not None:  # the whole run's training steps, for an ETA of the run (validation not counted)
+            progress.run_task = progress.add_task(
+                f"run, {recipe.epochs} epochs (train steps)", total=_run_steps(setup, opts, start), ips=0.0
+            )
+        batch = start.batch
+        for epoch in range(start.epoch, recipe.epochs):
+            if stop.agreed():  # e.g. asked while the last epoch's checkpoint was written: no step more
+                cursor.stop_here(epoch, batch, "before the epoch's first step")
+                break
+            setup.state.extra["best_top1"] = cursor.best_top1  # for mid-epoch checkpoints
+            result = train_one_epoch(setup.state, setup.train_loader, epoch, batch, run, opts, stop, progress)
+            if result["stopped"]:
+                cursor.stop_here(epoch, result["iteration"], "mid-epoch")
+                break
+            if not end_of_epoch(setup, cursor, opts, epoch, result["iteration"], stop):
+                break
+            batch = 0
+            if opts.prof is not None:
+                break
+    bad = _gather_bad_files(setup.loaders())
+    run.write_bad_files(bad)
+    for loader in setup.loaders():
+        if loader is not None:
+            loader.close()
+    summary = {
+        "status": cursor.status,
+        "out": str(out),
+        "top1": cursor.top1,
+        "best_top1": cursor.best_top1,
+        "data": str(opts.data),
+        "world_size": world,
+        "precision": setup.state.precision,
+        "train_seconds": time.perf_counter() - t0,
+        "bad_files": len(bad),
+        "exit_code": stop.exit_code if cursor.status == "stopped" else 0,
+        "rank": rank,
+    }
+    run.write_report(recipe, summary, opts.report_file)
+    return summary
 
-    def stop_here(epoch: int, iteration: int, where: str) -> None:
-        nonlocal status
-        status = "stopped"
-        if rank == 0 and saved != (epoch, iteration):
+
+def _run_steps(setup: FitSetup, opts: TrainOptions, start: Start) -> int:
+    n = len(setup.train_loader)
+    steps = n if opts.prof is None else min(n, opts.prof)
+    epochs = opts.recipe.epochs
+    return (epochs - start.epoch) * steps - (min(start.batch, steps) if start.epoch < epochs else 0)
+
+
+@dataclass
+class Cursor:
+    """The run's position and verdict: status, the best and last top-1, and the point last.pth holds."""
+
+    setup: FitSetup
+    rank: int
+    start: Start
+    status: str = "complete"
+    top1: float | None = None
+
+    def __post_init__(self) -> None:
+        self.best_top1 = self.start.best_top1
+        self.saved = (self.start.epoch, self.start.batch) if self.start.path is not None else None
+
+    def stop_here(self, epoch: int, iteration: int, where: str) -> None:
+        self.status = "stopped"
+        last = self.setup.run.checkpoints / "last.pth"
+        if self.rank == 0 and self.saved != (epoch, iteration):
+            state = self.setup.state
             save_checkpoint(
-                run.checkpoints / "last.pth",
-                state,
-                epoch=epoch,
-                iteration=iteration,
-                epoch_complete=False,
-                best_top1=best_top1,
+                last, state, epoch=epoch, iteration=iteration, epoch_complete=False, best_top1=self.best_top1
             )
         log.info(
             "stopped %s (epoch %d, iteration %d); %s holds it: continue with the same command and --resume auto "
@@ -379,85 +307,51 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
             where,
             epoch + 1,
             iteration,
-            run.checkpoints / "last.pth",
-            out,
+            last,
+            self.setup.out,
         )
 
-    with _progress(rank, opts.progress) as progress:
-        if progress is not None:  # the whole run's training steps, for an ETA of the run (validation not counted)
-            n = len(train_loader)
-            steps = n if opts.prof is None else min(n, opts.prof)
-            total = (recipe.epochs - start_epoch) * steps - (
-                min(start_batch, steps) if start_epoch < recipe.epochs else 0
-            )
-            progress.run_task = progress.add_task(f"run, {recipe.epochs} epochs (train steps)", total=total, ips=0.0)
-        for epoch in range(start_epoch, recipe.epochs):
-            if stop.agreed():  # e.g. asked while the last epoch's checkpoint was written: no step more
-                stop_here(epoch, start_batch, "before the epoch's first step")
-                break
-            state.extra["best_top1"] = best_top1  # for mid-epoch checkpoints
-            result = train_one_epoch(state, train_loader, epoch, start_batch, run, opts, stop, progress)
-            if result["stopped"]:
-                stop_here(epoch, result["iteration"], "mid-epoch")
-                break
-            record: dict[str, Any] = {"type": "val", "epoch": epoch + 1}
-            if val_loader is not None:
-                # The unwrapped model: ranks may hold one batch more or less, and DDP forward is a collective.
-                record.update(evaluate(state.module, val_loader, device, state.precision, opts.prof, stop))
-                if state.ema is not None and not stop.requested:
-                    ema = evaluate(state.ema.module, val_loader, device, state.precision, opts.prof, stop)
-                    record.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
-                if stop.agreed():  # validation abandoned: resuming runs it again, then the next epoch
-                    stop_here(epoch, result["iteration"], "during validation")
-                    break
-                top1 = record["top1"]
-                log.info(
-                    "epoch %d: val loss %.4f, top-1 %.2f%%, top-5 %.2f%% (%d images)",
-                    epoch + 1,
-                    record["val_loss"],
-                    top1,
-                    record["top5"],
-                    record["images"],
-                )
-                run.log(record)
-            improved = top1 is not None and (best_top1 is None or top1 > best_top1)
-            best_top1 = top1 if improved else best_top1
-            if rank == 0:
-                ckpt = dict(
-                    epoch=epoch, iteration=result["iteration"], epoch_complete=True, best_top1=best_top1, top1=top1
-                )
-                epoch_file = run.checkpoints / f"epoch-{epoch + 1:03d}.pth"
-                save_checkpoint(epoch_file, state, **ckpt)
-                saved = (epoch + 1, 0)
-                atomic_link(epoch_file, run.checkpoints / "last.pth")
-                if improved:
-                    atomic_link(epoch_file, run.checkpoints / "best.pth")
-                prune_epoch_checkpoints(run.checkpoints, opts.keep_epochs)
-            run.write_bad_files(_gather_bad_files([train_loader, val_loader]))
-            run.check_skipped({"train": train_loader, "val": val_loader}, opts.max_skipped)
-            start_batch = 0
-            if opts.prof is not None:
-                break
-    bad = _gather_bad_files([train_loader, val_loader])
-    run.write_bad_files(bad)
-    for loader in (train_loader, val_loader):
-        if loader is not None:
-            loader.close()
-    summary = {
-        "status": status,
-        "out": str(out),
-        "top1": top1,
-        "best_top1": best_top1,
-        "data": str(opts.data),
-        "world_size": world,
-        "precision": state.precision,
-        "train_seconds": time.perf_counter() - t0,
-        "bad_files": len(bad),
-        "exit_code": stop.exit_code if status == "stopped" else 0,
-        "rank": rank,
-    }
-    run.write_report(recipe, summary, opts.report_file)
-    return summary
+
+def end_of_epoch(
+    setup: FitSetup, cursor: Cursor, opts: TrainOptions, epoch: int, iteration: int, stop: StopFlag
+) -> bool:
+    """Validation (and EMA), best top-1, the epoch checkpoint and pruning; False when a stop abandoned validation."""
+    state, run, val_loader = setup.state, setup.run, setup.val_loader
+    if val_loader is not None:
+        # The unwrapped model: ranks may hold one batch more or less, and DDP forward is a collective.
+        record: dict[str, Any] = {"type": "val", "epoch": epoch + 1}
+        record.update(evaluate(state.module, val_loader, setup.device, state.precision, opts.prof, stop))
+        if state.ema is not None and not stop.requested:
+            ema = evaluate(state.ema.module, val_loader, setup.device, state.precision, opts.prof, stop)
+            record.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
+        if stop.agreed():  # validation abandoned: resuming runs it again, then the next epoch
+            cursor.stop_here(epoch, iteration, "during validation")
+            return False
+        cursor.top1 = record["top1"]
+        log.info(
+            "epoch %d: val loss %.4f, top-1 %.2f%%, top-5 %.2f%% (%d images)",
+            epoch + 1,
+            record["val_loss"],
+            cursor.top1,
+            record["top5"],
+            record["images"],
+        )
+        run.log(record)
+    top1 = cursor.top1
+    improved = top1 is not None and (cursor.best_top1 is None or top1 > cursor.best_top1)
+    cursor.best_top1 = top1 if improved else cursor.best_top1
+    if cursor.rank == 0:
+        ckpt = dict(epoch=epoch, iteration=iteration, epoch_complete=True, best_top1=cursor.best_top1, top1=top1)
+        epoch_file = run.checkpoints / f"epoch-{epoch + 1:03d}.pth"
+        save_checkpoint(epoch_file, state, **ckpt)
+        cursor.saved = (epoch + 1, 0)
+        atomic_link(epoch_file, run.checkpoints / "last.pth")
+        if improved:
+            atomic_link(epoch_file, run.checkpoints / "best.pth")
+        prune_epoch_checkpoints(run.checkpoints, opts.keep_epochs)
+    run.write_bad_files(_gather_bad_files(setup.loaders()))
+    run.check_skipped({"train": setup.train_loader, "val": val_loader}, opts.max_skipped)
+    return True
 
 
 def evaluate_checkpoint(

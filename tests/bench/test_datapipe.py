@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.bench.test_scaling import processes_mentioning
 from tests.conftest import run_cli, signal_when_written
+from tests.helpers import processes_mentioning
 
 SMALL = ["--batch", "8", "--workers", "2", "--warmup", "1", "--iters", "4", "--image-size", "32", "--device", "cpu"]
 SMALL += ["--rounds", "3"]

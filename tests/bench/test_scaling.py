@@ -19,6 +19,7 @@ from rn50.bench.scaling import (
 from rn50.errors import UserError
 from rn50.launch import LaunchResult
 from tests.conftest import run_cli, signal_when_written
+from tests.helpers import processes_mentioning
 
 TINY = ["--device", "cpu", "--batch", "2", "--warmup", "1", "--iters", "2", "--image-size", "32", "--num-classes", "10"]
 TINY += ["--rounds", "1"]
@@ -29,21 +30,6 @@ def one_thread_per_rank(monkeypatch):
     # Two ranks on two shared cores: one thread each keeps them from fighting (and the tests fast).
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     monkeypatch.delenv(FAIL_ENV, raising=False)
-
-
-def processes_mentioning(text: str) -> list[str]:
-    """Command lines of live processes that mention `text` (a test's temp folder)."""
-    found = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        try:
-            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-        except OSError:
-            continue
-        if text in cmdline:
-            found.append(f"{proc.name}: {cmdline}")
-    return found
 
 
 def tiny_config(out: Path, **kw) -> TrainBenchConfig:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from rn50.weights import read_checkpoint
+from tests.helpers import ENV, ROOT, assert_bitwise_equal, final_weights
 
-ROOT = Path(__file__).resolve().parents[2]
 STOP_BOUND_S = 30  # the documented bound from signal to exit for these runs (measured: 1.5-5 s on 2 loaded cores)
 
 
@@ -23,19 +23,6 @@ def train_cmd(data, out, backend, *extra):
     return [sys.executable, "-m", "rn50", "train", str(data), "--image-size", "32", "--batch-size", "2",
             "--epochs", "2", "--workers", "2", "--print-freq", "1", "--no-progress", "--data-backend", backend,
             "--device", "cpu", "--out", str(out), *extra]  # fmt: skip
-
-
-ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "400"}
-
-
-def final_model(out: Path) -> dict:
-    return read_checkpoint(out / "checkpoints" / "last.pth")["model"]
-
-
-def assert_bitwise_equal(a: dict, b: dict) -> None:
-    assert a.keys() == b.keys()
-    different = [k for k in a if not (a[k] == b[k]).all()]
-    assert not different, different[:5]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +35,7 @@ def reference(tiny_data, tmp_path_factory):
             out = tmp_path_factory.mktemp(f"ref-{backend}")
             res = subprocess.run(train_cmd(tiny_data, out, backend), cwd=ROOT, env=ENV, capture_output=True, text=True)
             assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-            made[backend] = final_model(out)
+            made[backend] = final_weights(out)
         return made[backend]
 
     return get
@@ -126,4 +113,4 @@ def test_signal_saves_resumable_checkpoint_and_resume_is_bitwise_equal(
     res = subprocess.run(train_cmd(tiny_data, out, backend, "--resume", "auto"), cwd=ROOT, env=ENV,
                          capture_output=True, text=True, timeout=300)  # fmt: skip
     assert res.returncode == 0, res.stdout[-2000:] + res.stderr[-2000:]
-    assert_bitwise_equal(final_model(out), reference(backend))
+    assert_bitwise_equal(final_weights(out), reference(backend))
