@@ -65,7 +65,7 @@ def bench_train(
     processes, batch 8, 64 px, 2 + 8 iterations, 3 rounds) finish in about a minute and a half on 2 cores."""
     import os
 
-    from rn50.bench.scaling import COLUMNS, TrainBenchConfig, run_train_bench
+    from rn50.bench.scaling import COLUMNS, TrainBenchConfig, caption, run_train_bench
     from rn50.tables import markdown_table
 
     device = resolve_device(device)
@@ -107,7 +107,7 @@ def bench_train(
         console.print(f"node {node_rank}: all ranks finished; the node that ran global rank 0 writes the table")
         return
     console.print(markdown_table(report.rows, COLUMNS), highlight=False, soft_wrap=True)
-    console.print(report.caption, highlight=False)
+    console.print(caption(report), highlight=False)
     print_flags(report.flags)
     for kind, path in report.files.items():
         console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
