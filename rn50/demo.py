@@ -58,38 +58,63 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
     """Run every step; return the summary (also written to out/summary.json and out/summary.md)."""
     import torch
 
-    from rn50.bench.datapipe import DataBenchConfig, run_data_bench, write_outputs
-    from rn50.bench.infer import InferConfig, run_infer
     from rn50.env import cpu_flags, cpu_model
     from rn50.recipes import get_recipe
-    from rn50.train.loop import TrainOptions, fit
 
     t_start = time.perf_counter()
     recipe = get_recipe(cfg.recipe).replace(gpus=1)  # the demo trains in this one process
     if cfg.epochs is not None:  # a quick look: the warmup shrinks to fit a shorter run
         recipe = recipe.replace(epochs=cfg.epochs, warmup_epochs=min(recipe.warmup_epochs, cfg.epochs))
     prepare(cfg)
-    out, sample = Path(cfg.out), Path(cfg.sample)
+    out = Path(cfg.out)
     summary: dict[str, Any] = {
         "kind": "rn50-demo",
         "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "cpu_flags": cpu_flags(), "torch": torch.__version__},
         "load_before": list(os.getloadavg()),
     }
+    summary["train"] = train_step(cfg, recipe, say)
+    best = Path(summary["train"]["checkpoint"])
+    summary["infer"] = infer_step(cfg, recipe, best, say)
+    summary["data"] = data_step(cfg, recipe, say)
+    summary["load_after"] = list(os.getloadavg())
+    summary["demo_seconds"] = time.perf_counter() - t_start
+    summary["files"] = {
+        "run": str(out / "train"),
+        "checkpoint": str(best),
+        "exports": str(out / "export"),
+        "inference results": str(out / "bench-infer"),
+        "input-pipeline results": str(out / "bench-data"),
+        "summary": str(out / "summary.md"),
+    }
+    atomic_write_json(out / "summary.json", summary)
+    atomic_write_text(out / "summary.md", summary_markdown(summary))
+    return summary
 
+
+def train_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
+    """`rn50 train SAMPLE --recipe R`: the run's figures and its best checkpoint."""
+    from rn50.train.loop import TrainOptions, fit
+
+    sample, out = Path(cfg.sample), Path(cfg.out)
     say(f"[1/3] rn50 train {sample} --recipe {recipe.name} --out {out / 'train'}")
     train = fit(TrainOptions(data=sample, recipe=recipe, out=out / "train", seed=cfg.seed, progress=cfg.progress))
     if train["status"] != "complete":
         raise UserError(f"training {train['status']}; the demo stops here ({out / 'train'})")
-    best = Path(train["out"]) / "checkpoints" / "best.pth"
-    summary["train"] = {
+    return {
         "recipe": recipe.name,
         "epochs": recipe.epochs,
         "last_top1": train["top1"],
         "best_top1": train["best_top1"],
         "train_seconds": train["train_seconds"],
-        "checkpoint": str(best),
+        "checkpoint": str(Path(train["out"]) / "checkpoints" / "best.pth"),
     }
 
+
+def infer_step(cfg: DemoConfig, recipe, best: Path, say) -> dict[str, Any]:
+    """`rn50 bench infer BEST --backend onnxruntime --precision fp32,int8`: exports (kept), timings, agreement."""
+    from rn50.bench.infer import InferConfig, run_infer
+
+    sample, out = Path(cfg.sample), Path(cfg.out)
     say(f"[2/3] rn50 bench infer {best} --backend onnxruntime --precision fp32,int8 --batch {cfg.batch} (+ exports)")
     infer = run_infer(
         InferConfig(
@@ -127,7 +152,7 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
                 "reason": r.get("reason") or s.get("reason"),
             }
         )
-    summary["infer"] = {
+    return {
         "batch": cfg.batch,
         "image_size": recipe.image_size,
         "agreement_images": (infer.get("agreement_images") or {}).get("n"),
@@ -135,6 +160,12 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
         "files": infer.get("paths", {}),
     }
 
+
+def data_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
+    """`rn50 bench data SAMPLE --backend pytorch,dali-cpu` at the recipe's size."""
+    from rn50.bench.datapipe import DataBenchConfig, run_data_bench, write_outputs
+
+    sample = Path(cfg.sample)
     say(f"[3/3] rn50 bench data {sample} --backend pytorch,dali-cpu --image-size {recipe.image_size}")
     data_cfg = DataBenchConfig(
         data=sample,
@@ -149,26 +180,13 @@ def run_demo(cfg: DemoConfig, say=print) -> dict[str, Any]:
         recipe=recipe.name,
     )
     data = run_data_bench(data_cfg)
-    summary["data"] = {
+    return {
         "rows": [
             {"backend": r.backend, "status": r.status, "img_s": r.img_per_s, "seconds": r.seconds, "reason": r.reason}
             for r in data.results
         ],
-        "files": write_outputs(data, out / "bench-data"),
+        "files": write_outputs(data, Path(cfg.out) / "bench-data"),
     }
-    summary["load_after"] = list(os.getloadavg())
-    summary["demo_seconds"] = time.perf_counter() - t_start
-    summary["files"] = {
-        "run": str(out / "train"),
-        "checkpoint": str(best),
-        "exports": str(out / "export"),
-        "inference results": str(out / "bench-infer"),
-        "input-pipeline results": str(out / "bench-data"),
-        "summary": str(out / "summary.md"),
-    }
-    atomic_write_json(out / "summary.json", summary)
-    atomic_write_text(out / "summary.md", summary_markdown(summary))
-    return summary
 
 
 def _data_iters(cfg: DemoConfig, recipe) -> int:
