@@ -78,6 +78,7 @@ class _Model:
 def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
     """Accuracy of `cfg.model` (and its fp32 reference, when known) on `cfg.data`; one pass over the images."""
     from rn50.data.loaders import make_loader
+    from rn50.export.runner import math_of
     from rn50.recipes import get_recipe
 
     if cfg.batch < 1:
@@ -135,6 +136,7 @@ def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
                 "path": str(m.path),
                 "format": m.kind,
                 "precision": m.precision,
+                "math": math_of(m.precision, cuda=False),  # every model is evaluated on the CPU
                 "top1": 100 * int(hits[name][0]) / n,
                 "top5": 100 * int(hits[name][1]) / n,
                 "img_s": n / seconds[name] if seconds[name] > 0 else None,

@@ -34,12 +34,12 @@ from rn50.bench.runtimes import (
     Skip,
     is_oom,
     make_runtime,
-    math_mode,
 )
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.bench.timing import (
     LoadWatch,
     LoopResult,
+    cuda_settings,
     load_flags,
     ratio_stats,
     round_order,
@@ -51,6 +51,7 @@ from rn50.bench.timing import (
 )
 from rn50.errors import UserError, first_line
 from rn50.export.formats import artifact_format, get_format, is_artifact
+from rn50.export.runner import math_mode, math_of
 from rn50.export.sidecar import read_sidecar, sidecar_image_size
 from rn50.tables import csv_text, format_cell, markdown_table
 
@@ -59,6 +60,7 @@ log = logging.getLogger(__name__)
 ROW_COLUMNS = [
     ("backend", "backend"),
     ("precision", "precision"),
+    ("math", "math"),
     ("layout", "layout"),
     ("batch", "batch"),
     ("status", "status"),
@@ -233,6 +235,11 @@ def output_stem(cfg: InferConfig, backends: list[str]) -> str:
 def run_infer(cfg: InferConfig) -> dict[str, Any]:
     """Run the sweep; write Markdown/CSV/JSON/PNG under cfg.out; return the result dict (with "paths")."""
     cfg.validate()
+    with cuda_settings(cfg.device):
+        return _run_infer(cfg)
+
+
+def _run_infer(cfg: InferConfig) -> dict[str, Any]:
     from rn50.env import capture_env
 
     out = Path(cfg.out)
@@ -244,7 +251,10 @@ def run_infer(cfg: InferConfig) -> dict[str, Any]:
         raise (write_error(f"--out {out}", e) or e) from None
     from rn50.memory import check_fits
 
-    check_fits(max(cfg.batches), cfg.image_size, cfg.device, "infer")
+    # On a GPU a batch past its memory is tried and recorded as oom while the sweep goes on; on the CPU it could
+    # swap the machine to a halt, so there the largest batch must fit.
+    cuda = cfg.device.startswith("cuda")
+    check_fits(min(cfg.batches) if cuda else max(cfg.batches), cfg.image_size, cfg.device, "infer")
     env = capture_env()  # before any work: clocks at start
     env["loadavg"] = list(os.getloadavg())
     with tempfile.TemporaryDirectory(prefix="rn50-bench-") as tmp:
@@ -394,7 +404,9 @@ def _method(cfg: InferConfig) -> list[str]:
         + ("pinned on the host, copy timed" if cfg.include_h2d else "already on the device")
         + f", {cfg.image_size} px, {cfg.layout} for eager/compile (exported formats take NCHW)",
         f"CUDA graphs: {'on where the backend allows (eager, compile)' if cfg.cuda_graphs else 'off'}",
-        "fp32 means IEEE fp32 on GPUs (TF32 off); tf32 turns the TF32 math mode on",
+        "fp32 is IEEE fp32 on every backend (TF32 off in cuDNN, TensorRT and ONNX Runtime's CUDA provider; ONNX "
+        "Runtime's TensorRT provider, which cannot turn TF32 off, is not used for fp32); tf32 turns TF32 on",
+        "cuDNN autotuner (cudnn.benchmark) on" if cfg.device.startswith("cuda") else "CPU: no cuDNN",
         f"CPU threads: torch {torch.get_num_threads()}, ONNX Runtime {cfg.threads or 'its default (all cores)'}",
     ]
 
@@ -430,7 +442,8 @@ def _build(
     rt = make_runtime(backend, model, "fp32" if use_artifact else precision, opts, artifact=use_artifact)
     if use_artifact is not None:
         rt.precision = "artifact"
-    series: dict[str, Any] = {"backend": backend, "precision": precision, "layout": rt.layout}
+    series: dict[str, Any] = {"backend": backend, "precision": precision, "math": math_of(precision)}
+    series["layout"] = rt.layout
     try:
         rt.check()
         with math_mode(precision, opts.cuda):
@@ -452,6 +465,7 @@ def _build(
         return series, None
     if use_artifact is not None:
         series["precision"] = rt.precision = str(rt.info.get("precision", "artifact"))
+        series["math"] = math_of(rt.precision)
         rt.name = _artifact_backend(rt, backend)
         series["backend"] = rt.name
     series.update(status="ok", build_s=round(rt.build_s, 3), **rt.info)
@@ -470,7 +484,8 @@ def _time_batch(
     active: list[tuple[dict[str, Any], Any, dict[str, Any]]] = []  # (row, step, series)
     for series, rt in runtimes:
         precision = series["precision"]
-        row: dict[str, Any] = {"backend": series["backend"], "precision": precision, "layout": rt.layout}
+        row: dict[str, Any] = {"backend": series["backend"], "precision": precision, "math": math_of(precision)}
+        row["layout"] = rt.layout
         row.update(batch=batch, provider=rt.info.get("provider"))
         rows.append(row)
         if rt.info.get("max_batch") and batch > rt.info["max_batch"]:
@@ -651,6 +666,7 @@ def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
         ("status", "status"),
         ("build_s", "build s"),
         ("provider", "provider"),
+        ("trt_profile", "TensorRT profile min/opt/max"),
         ("top1_agreement", "top-1 agreement vs eager fp32"),
         ("agreement_n", "images"),
         ("reason", "reason"),

@@ -93,6 +93,7 @@ def test_only_unrunnable_backends_is_a_clean_error(sample_dir):
 
 @pytest.mark.gpu
 def test_dali_gpu_and_the_training_step_on_cuda(sample_dir):
+    pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install 'rn50[dali]')")
     res = run_cli(["bench", "data", sample_dir, "--backend", "pytorch,dali-gpu", "--batch", "16", "--iters", "4"])
     assert res.exit_code == 0, res.output
     args = ["--backend", "dali-gpu", "--iters", "4", "--image-size", "64", "--json"]
