@@ -37,7 +37,7 @@ def bench_infer(
     ] = None,
     iters: Annotated[
         int | None,
-        typer.Option(help="Timed iterations per batch size and series, over the rounds (default 50; CPU: 1.5 s)."),
+        typer.Option(help="Timed iterations per batch size and series, over the rounds (default: --min-time 1.5)."),
     ] = None,
     min_time: Annotated[
         float | None,
@@ -80,9 +80,10 @@ def bench_infer(
 ) -> None:
     """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size.
 
-    GPU defaults: batch 1..256, 10 warmup + 50 timed iterations per batch size. CPU defaults: batch 1..8, 3 warmup
-    + 1.5 s timed per batch size and series (about half a minute for eager alone on 2 cores). The tables are
-    rewritten after every batch size; Ctrl-C says where they are."""
+    GPU defaults: batch 1..256, 10 warmup + 1.5 s timed per batch size and series (a window long enough to trust,
+    where 50 iterations of a fast backend last a fraction of a second). CPU defaults: batch 1..8, 3 warmup + 1.5 s
+    timed (about half a minute for eager alone on 2 cores). The tables are rewritten after every batch size; Ctrl-C
+    says where they are."""
     from rn50.bench.infer import InferConfig, run_infer
     from rn50.bench.runtimes import PRECISIONS, RUNTIMES
     from rn50.bench.timing import parse_batches, parse_list
@@ -96,8 +97,8 @@ def bench_infer(
         device=dev,
         image_size=image_size,
         warmup=warmup if warmup is not None else 10 if dev.startswith("cuda") else 3,
-        iters=iters if iters is not None or min_time is not None or not dev.startswith("cuda") else 50,
-        min_time=min_time if min_time is not None or iters is not None or dev.startswith("cuda") else 1.5,
+        iters=iters,
+        min_time=min_time if min_time is not None or iters is not None else 1.5,
         rounds=rounds,
         cuda_graphs=cuda_graphs,
         include_h2d=include_h2d,
