@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
 from rn50.env import resolve_device
 
 
 def bench_data(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="ImageNet-layout folder (train/<class>/*.JPEG).")],
     backend: Annotated[
         list[str] | None,
@@ -55,20 +56,12 @@ def bench_data(
     chosen = backend or [",".join(DEFAULT_BACKENDS)]
     backends = tuple(b.strip() for item in chosen for b in item.split(",") if b.strip())
     dev = resolve_device(device)
-    cfg = DataBenchConfig(
-        data=data,
+    cfg = bind(
+        DataBenchConfig,
+        ctx.params,
         backends=backends,
-        batch=batch,
-        workers=workers,
-        warmup=warmup,
         iters=iters if iters is not None else 50 if dev.startswith("cuda") else 150,
-        split=split,
-        image_size=image_size,
         device=dev,
-        ceiling=ceiling,
-        step=step,
-        rounds=rounds,
-        out=out,
     )
     report = run_data_bench(cfg)
     files = report.files

@@ -7,12 +7,13 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
 from rn50.env import resolve_device
 from rn50.errors import UserError
 
 
 def bench_infer(
+    ctx: typer.Context,
     source: Annotated[
         Path | None, typer.Argument(help="Checkpoint or exported artifact; omit for a random-init ResNet-50.")
     ] = None,
@@ -89,27 +90,16 @@ def bench_infer(
     from rn50.bench.timing import parse_batches, parse_list
 
     dev = resolve_device(device)
-    cfg = InferConfig(
-        source=source,
-        batches=parse_batches(batch if batch is not None else "1..256" if dev.startswith("cuda") else "1..8"),
+    cuda = dev.startswith("cuda")
+    cfg = bind(
+        InferConfig,
+        ctx.params,
+        batches=parse_batches(batch if batch is not None else "1..256" if cuda else "1..8"),
         backends=parse_list(backend, RUNTIMES, "backend"),
-        precisions=parse_list(precision or ("fp16" if dev.startswith("cuda") else "fp32"), PRECISIONS, "precision"),
+        precisions=parse_list(precision or ("fp16" if cuda else "fp32"), PRECISIONS, "precision"),
         device=dev,
-        image_size=image_size,
-        warmup=warmup if warmup is not None else 10 if dev.startswith("cuda") else 3,
-        iters=iters,
+        warmup=warmup if warmup is not None else 10 if cuda else 3,
         min_time=min_time if min_time is not None or iters is not None else 1.5,
-        rounds=rounds,
-        cuda_graphs=cuda_graphs,
-        include_h2d=include_h2d,
-        channels_last=channels_last,
-        compile_dynamic=compile_dynamic,
-        images=images,
-        calib_dir=calib_dir,
-        baseline=baseline,
-        verify=verify,
-        keep_artifacts=keep_artifacts,
-        out=out,
     )
     result = run_infer(cfg)
     from rn50.tables import markdown_table

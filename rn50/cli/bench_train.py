@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
 from rn50.env import resolve_device
 
 
 def bench_train(
+    ctx: typer.Context,
     gpus: Annotated[
         int | None,
         typer.Option(help="Largest worker count per node; runs 1, 2, 4 ... N. Default: all GPUs (CPU: 2 processes)."),
@@ -74,33 +75,16 @@ def bench_train(
         import torch
 
         gpus = max(1, torch.cuda.device_count()) if device == "cuda" else min(2, os.cpu_count() or 1)
-    batch = batch if batch is not None else 8 if cpu else 256
-    warmup = warmup if warmup is not None else 2 if cpu else 20
-    iters = iters if iters is not None else 8 if cpu else 100
-    image_size = image_size if image_size is not None else 64 if cpu else 224
-    precisions = tuple(p for item in (precision or ["mixed,full"]) for p in item.split(",") if p.strip())
-    cfg = TrainBenchConfig(
+    cfg = bind(
+        TrainBenchConfig,
+        ctx.params,
         gpus=gpus,
         device=device,
-        batch=batch,
-        warmup=warmup,
-        iters=iters,
-        precisions=precisions,
-        data=data,
-        backend=backend,
-        recipe=recipe,
-        image_size=image_size,
-        num_classes=num_classes,
-        workers=workers,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        rdzv_endpoint=rdzv_endpoint,
-        rdzv_timeout=rdzv_timeout,
-        out=out,
-        timeout=timeout,
-        compile=compile,
-        sweep=sweep,
-        rounds=rounds,
+        batch=batch if batch is not None else 8 if cpu else 256,
+        warmup=warmup if warmup is not None else 2 if cpu else 20,
+        iters=iters if iters is not None else 8 if cpu else 100,
+        image_size=image_size if image_size is not None else 64 if cpu else 224,
+        precisions=tuple(p for item in (precision or ["mixed,full"]) for p in item.split(",") if p.strip()),
     )
     report = run_train_bench(cfg, progress=True)
     if not report.rows:
