@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 
 
@@ -34,10 +34,10 @@ def bench_data(
     split: Annotated[str, typer.Option(help="train (random crop + flip) or val (resize + centre crop).")] = "train",
     image_size: Annotated[int, typer.Option(help="Output size in pixels.")] = 224,
     device: Annotated[str, typer.Option(help=f"Where batches go: {DEVICE_HELP}.")] = "auto",
-    ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling", help="Also time synthetic data.")] = True,
+    ceiling: Annotated[bool, switch("ceiling", help="Also time synthetic data.")] = True,
     step: Annotated[
         bool | None,
-        typer.Option("--step/--no-step", help="Also time the training step (default: on with CUDA, off on CPU)."),
+        switch("step", help="Also time the training step (default: on with CUDA, off on CPU)."),
     ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for the Markdown, CSV and JSON results, rewritten after every round.")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 from rn50.errors import UserError
 
@@ -47,18 +47,12 @@ def bench_infer(
     rounds: Annotated[
         int, typer.Option(help="Interleaved rounds of all series per batch size; speedups are medians over rounds.")
     ] = 5,
-    cuda_graphs: Annotated[
-        bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay CUDA graphs (eager, compile).")
-    ] = False,
-    include_h2d: Annotated[
-        bool, typer.Option("--include-h2d/--no-include-h2d", help="Time the host-to-device input copy too.")
-    ] = False,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format for eager/compile.")
-    ] = True,
+    cuda_graphs: Annotated[bool, switch("cuda-graphs", help="Replay CUDA graphs (eager, compile).")] = False,
+    include_h2d: Annotated[bool, switch("include-h2d", help="Time the host-to-device input copy too.")] = False,
+    channels_last: Annotated[bool, switch("channels-last", help="NHWC memory format for eager/compile.")] = True,
     compile_dynamic: Annotated[
         bool,
-        typer.Option("--compile-dynamic/--compile-static", help="compile: one symbolic-batch graph, or one per size."),
+        switch("compile-dynamic", off="compile-static", help="compile: one symbolic-batch graph, or one per size."),
     ] = True,
     images: Annotated[
         Path | None, typer.Option(help="Real images (ImageNet layout) for top-1 agreement; int8 calibrates on train/.")
@@ -66,12 +60,8 @@ def bench_infer(
     calib_dir: Annotated[
         Path | None, typer.Option(help="Calibration images for int8 (default: from --images).")
     ] = None,
-    baseline: Annotated[
-        bool, typer.Option("--baseline/--no-baseline", help="Also run eager fp32 for the speedup column.")
-    ] = True,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Exports prove parity with eager PyTorch before timing.")
-    ] = True,
+    baseline: Annotated[bool, switch("baseline", help="Also run eager fp32 for the speedup column.")] = True,
+    verify: Annotated[bool, switch("verify", help="Exports prove parity with eager PyTorch before timing.")] = True,
     keep_artifacts: Annotated[
         Path | None, typer.Option(help="Keep the exported artifacts in this folder (default: temporary).")
     ] = None,

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 
 
@@ -47,8 +47,8 @@ def bench_train(
         int | None, typer.Option(help="Input size in pixels. Default 224 (CPU: 64).", show_default=False)
     ] = None,
     num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
-    sweep: Annotated[bool, typer.Option("--sweep/--no-sweep", help="Run 1, 2, 4 ... N workers, or only N.")] = True,
+    compile: Annotated[bool, switch("compile", help="torch.compile the model.")] = False,
+    sweep: Annotated[bool, switch("sweep", help="Run 1, 2, 4 ... N workers, or only N.")] = True,
     nnodes: Annotated[int, typer.Option(help="Nodes (run the same command on each).")] = 1,
     node_rank: Annotated[int, typer.Option(help="This node's rank, 0 .. nnodes-1.")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of node 0, for multi-node runs.")] = None,

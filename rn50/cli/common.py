@@ -131,3 +131,8 @@ def bind(cls: type, params: Mapping[str, Any], **values: Any) -> Any:
     """The dataclass `cls` from the command line's options named like its fields; `values` (derived ones) win."""
     names = {f.name for f in dataclasses.fields(cls)}
     return cls(**{**{k: v for k, v in params.items() if k in names}, **values})
+
+
+def switch(name: str, help: str, off: str | None = None, **kw: Any) -> Any:
+    """A typed on/off option, --NAME/--no-NAME (or --NAME/--OFF)."""
+    return typer.Option(f"--{name}/--{off or 'no-' + name}", help=help, **kw)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rn50.bench.report import env_lines, plot_lines
+from rn50.bench.report import env_lines, line_figure, save_png
 from rn50.bench.timing import load_flags, spread_flag, window_flags
 from rn50.io import atomic_write_json, atomic_write_text
 from rn50.tables import csv_text, format_cell, markdown_table
@@ -161,7 +161,7 @@ def plots(result: dict[str, Any], stem: Path) -> dict[str, Path]:
     throughput = stem.with_name(stem.name + "-throughput.png")
     latency = stem.with_name(stem.name + "-latency.png")
     title = f"ResNet-50 throughput vs batch ({where})"
-    plot_lines(thr, throughput, "batch size", "images / s", title, logx=True)
+    save_png(line_figure(thr, "batch size", "images / s", title, logx=True), throughput)
     title = f"ResNet-50 latency vs throughput, points labelled by batch ({where})"
-    plot_lines(lat, latency, "images / s", "p50 latency per batch (ms)", title, logy=True, labels=labels)
+    save_png(line_figure(lat, "images / s", "p50 latency per batch (ms)", title, logy=True, labels=labels), latency)
     return {"throughput_png": throughput, "latency_png": latency}
