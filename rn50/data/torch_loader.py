@@ -4,7 +4,9 @@ memory, normalisation and layout on the device, prefetched on a side stream on C
 from __future__ import annotations
 
 import atexit
+import multiprocessing.resource_sharer
 import signal
+import sys
 import warnings
 import weakref
 from collections.abc import Iterator
@@ -77,6 +79,24 @@ def _worker_init(_: int) -> None:
     for sig in STOP_SIGNALS:
         signal.signal(sig, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+    sys.excepthook = _quiet_hang_ups(sys.excepthook)
+
+
+def _quiet_hang_ups(report):
+    """A worker's excepthook that drops the main process hanging up on a batch's hand-over.
+
+    Each batch's shared-memory file descriptors go to the main process over a socket, one handshake per tensor,
+    served by multiprocessing's resource-sharer thread in this worker (torch's file_descriptor sharing strategy).
+    A main process stopped by a signal while it waits on that handshake drops the socket; the thread here then
+    meets EOFError or BrokenPipe/ConnectionReset and prints a traceback through sys.excepthook. The main process
+    reports the stop itself: this worker says nothing more."""
+    serve = multiprocessing.resource_sharer._ResourceSharer._serve.__code__
+
+    def hook(kind, value, tb) -> None:
+        if not (issubclass(kind, (EOFError, ConnectionError)) and tb is not None and tb.tb_frame.f_code is serve):
+            report(kind, value, tb)
+
+    return hook
 
 
 # Loaders whose workers may still run. The workers ignore SIGTERM (above), so multiprocessing's own exit handler,
