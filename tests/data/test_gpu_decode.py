@@ -33,6 +33,7 @@ def odd(tmp_path_factory) -> Path:
 def batches(root, split, backend, recipe, device="cpu", epoch=1):
     loader = make_loader(root, split, recipe, backend, device, workers=1, seed=5)
     loader.set_epoch(epoch)
+    loader.timing = True  # the decode/augment breakdown, as `rn50 bench data` asks for it
     try:
         return [(x.cpu(), y.cpu()) for x, y in loader], loader
     finally:
