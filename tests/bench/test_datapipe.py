@@ -58,7 +58,8 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     assert report["verdict"].startswith(("compute-bound", "input-bound"))
     (md,) = tmp_path.glob("data-bs8-w2-32px-cpu.md")
     text = md.read_text()
-    assert "| backend | img/s | host us/img | cores | img/s per core | of synthetic | vs first | spread | note |" in text
+    header = "| backend | img/s | host us/img | cores | img/s per core | of synthetic | vs first | spread | note |"
+    assert header in text
     assert "host us/img: CPU time the training thread spends inside the loader per image" in text
     assert "SHORT WINDOW" in text
     assert "skipped" in text or torch.cuda.is_available()

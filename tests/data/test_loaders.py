@@ -225,3 +225,30 @@ def test_pytorch_and_dali_cpu_take_the_same_training_crops(odd_data):
     assert max(diffs) < 0.15, diffs
     flipped = torch.cat([xa for xa, _ in a]).flip(-1)
     assert (flipped - torch.cat([xb for xb, _ in b])).abs().mean() > 0.15  # the test can tell a flip apart
+
+
+def test_dali_builds_one_pipeline_per_run_and_hands_over_its_own_buffer(odd_data, monkeypatch):
+    """Epoch after epoch, and after an epoch left half way (its batches in flight are drained, not served later),
+    one pipeline; the batch torch gets is the buffer DALI wrote (DLPack), not a copy."""
+    _backend("dali-cpu")
+    from rn50.data.dali import DaliLoader
+
+    builds, real = [], DaliLoader._build
+    monkeypatch.setattr(DaliLoader, "_build", lambda self: builds.append(real(self)) or builds[-1])
+    recipe = RECIPE.replace(batch_size=2, crop_area=(0.08, 1.0), hflip=True)
+    loader = make_loader(odd_data, "train", recipe, "dali-cpu", "cpu", workers=1, seed=3)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert len([y for _, y in loader]) == len(loader)
+    loader.set_epoch(2)
+    next(iter(loader))  # a run stopped after one batch, DEPTH batches in flight
+    loader.set_epoch(1, start_batch=3)
+    resumed = [(x.clone(), y.clone()) for x, y in loader]
+    assert len(builds) == 1
+    for (xa, ya), (xb, yb) in zip(_train_batches(odd_data, "dali-cpu", recipe, start_batch=3), resumed, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    loader._schedule(loader.shards.batches()[0])
+    images, labels = loader._pipe.outputs()
+    x, _ = loader._to_torch(images, labels)
+    assert x.data_ptr() == images.as_tensor().data_ptr()
+    loader.close()
