@@ -18,6 +18,7 @@ dali-cpu on a CUDA device moves the uint8 images to the GPU inside DALI and norm
 
 from __future__ import annotations
 
+import os
 from collections import deque
 from collections.abc import Iterator
 
@@ -49,13 +50,13 @@ def import_dali():
 
 
 def path_matrix(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    """The paths as one (n, longest) uint8 array of UTF-8 bytes and their lengths: a batch's paths are one gather."""
-    encoded = [f.encode() for f in files]
+    """The paths as one (n, longest) uint8 array of their bytes, zero-padded, and their lengths: a batch's paths are
+    one gather."""
+    encoded = [os.fsencode(f) for f in files]
     lengths = np.fromiter(map(len, encoded), np.int32, len(encoded))
-    out = np.zeros((len(encoded), int(lengths.max(initial=1))), np.uint8)
-    for i, e in enumerate(encoded):
-        out[i, : len(e)] = np.frombuffer(e, np.uint8)
-    return out, lengths
+    longest = int(lengths.max(initial=1))
+    padded = b"".join(e.ljust(longest, b"\0") for e in encoded)
+    return np.frombuffer(padded, np.uint8).reshape(len(encoded), longest), lengths
 
 
 class DaliLoader:
