@@ -12,12 +12,14 @@ processes that find it stale at the same time (the ranks of one node) update it 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import io
 import json
 import logging
 import os
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -242,6 +244,22 @@ def _fresh(index: ImageIndex | None, files: list[str], stat: np.ndarray) -> bool
     return index is not None and index.files == files and np.array_equal(index.stat, stat)
 
 
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[bool]:
+    """Hold the cache file's lock (processes updating it take turns); False, and no lock, where the cache folder
+    cannot be written: the index is then built in memory for this run."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lock = open(path.with_suffix(".lock"), "a")  # noqa: SIM115 - held across the yield
+    except OSError as e:
+        log.warning("no dataset index cache at %s (%s); set RN50_CACHE_DIR to a writable folder", path.parent, e)
+        yield False
+        return
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield True
+
+
 def dataset_index(folder: str | os.PathLike, files: list[str], workers: int = 1) -> ImageIndex:
     """The index of `files` (the images of split folder `folder`, in the loaders' order): loaded from the cache
     when no file changed, else the changed files probed (in `workers` processes) and the cache updated."""
@@ -251,13 +269,12 @@ def dataset_index(folder: str | os.PathLike, files: list[str], workers: int = 1)
     index = _load(path, folder)
     if _fresh(index, files, stat):
         return index
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)  # another process may be building it: wait, then use its work
-        index = _load(path, folder)
+    with _locked(path) as cached:
+        index = _load(path, folder) if cached else None  # another process may have just built it
         if not _fresh(index, files, stat):
             index = _refresh(index, folder, files, stat, workers)
-            _save(index, path)
+            if cached:
+                _save(index, path)
     return index
 
 
@@ -270,6 +287,6 @@ def record_decodes(index: ImageIndex, verdicts: dict[int, str | None]) -> None:
         else:
             index.decode_reason[i] = why
     path = cache_file(index.folder)
-    with open(path.with_suffix(".lock"), "a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _save(index, path)
+    with _locked(path) as cached:
+        if cached:
+            _save(index, path)

@@ -96,3 +96,12 @@ def test_crop_windows_are_a_pure_function_of_each_seed_and_fit_the_image():
     assert (area[roomy] > 0.07).all() and (area[roomy] <= 1).all()
     assert (ratio[roomy] > 0.7).all() and (ratio[roomy] < 1.4).all()
     assert 0.4 < flip.mean() < 0.6 and not train_windows(h, w, seeds, hflip=False)[4].any()
+
+
+def test_an_unwritable_cache_costs_a_warning_not_the_run(odd, tmp_path, monkeypatch, caplog):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the cache folder would go")
+    monkeypatch.setenv("RN50_CACHE_DIR", str(blocker))
+    loader = make_loader(odd, "val", RECIPE, "pytorch", "cpu", workers=0)
+    assert sum(len(y) for _, y in loader) == len(UNUSUAL)
+    assert "set RN50_CACHE_DIR to a writable folder" in caplog.text
