@@ -91,11 +91,11 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None) -> CheckR
         files = [str(p) for p, _ in scan.items()]
         index = dataset_index(folder, files, workers)
         todo = np.flatnonzero(index.decoded == UNKNOWN).tolist()
-        chunk = max(1, len(todo) // (workers * 16))
-        with ProcessPoolExecutor(workers) as pool:
-            verdicts = dict(zip(todo, pool.map(decode_error, [files[i] for i in todo], chunksize=chunk), strict=True))
-        if verdicts:
-            record_decodes(index, verdicts)
+        if todo:  # new or changed files only: the others keep the verdict of an earlier check
+            chunk = max(1, len(todo) // (workers * 16))
+            with ProcessPoolExecutor(workers) as pool:
+                verdicts = pool.map(decode_error, [files[i] for i in todo], chunksize=chunk)
+                record_decodes(index, dict(zip(todo, verdicts, strict=True)))
         report.bad_files += [(files[i], index.reason(i)) for i in np.flatnonzero(index.bad()).tolist()]
     if len(classes_by_split) == 2:
         train, val = classes_by_split["train"], classes_by_split["val"]

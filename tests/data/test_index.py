@@ -105,3 +105,16 @@ def test_an_unwritable_cache_costs_a_warning_not_the_run(odd, tmp_path, monkeypa
     loader = make_loader(odd, "val", RECIPE, "pytorch", "cpu", workers=0)
     assert sum(len(y) for _, y in loader) == len(UNUSUAL)
     assert "set RN50_CACHE_DIR to a writable folder" in caplog.text
+
+
+def test_a_second_check_decodes_only_what_changed(odd, monkeypatch):
+    import rn50.data.check as check
+
+    first = check_dataset(odd, workers=1)
+    pools, real = [], check.ProcessPoolExecutor
+    monkeypatch.setattr(check, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real(*a, **k))
+    assert check_dataset(odd, workers=1).bad_files == first.bad_files and pools == []  # nothing decoded again
+    (odd / "val" / "a" / "new.JPEG").write_bytes((odd / "val" / "a" / "wide.JPEG").read_bytes())
+    again = check_dataset(odd, workers=1)
+    assert len(pools) == 1 and again.counts["val"]["a"] == first.counts["val"]["a"] + 1
+    assert again.bad_files == first.bad_files
