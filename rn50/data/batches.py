@@ -4,12 +4,18 @@ contract on the device (normalised, in the recipe's memory format)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import Tensor
 
 from rn50.data.transforms import normalize
+
+if TYPE_CHECKING:
+    from rn50.data.folders import FileList
+    from rn50.data.index import ImageIndex
+    from rn50.recipes import Recipe
 
 Batch = tuple[np.ndarray, np.ndarray]  # (file indices, augmentation seeds), int64
 
@@ -119,3 +125,26 @@ def normalize_on_device(
 ) -> Tensor:
     """uint8 NCHW on any device -> float32 normalised on `device` in `memory_format`."""
     return normalize(images.to(device, non_blocking=non_blocking).contiguous(memory_format=memory_format))
+
+
+@dataclass(frozen=True)
+class LoaderSpec:
+    """What every file loader (pytorch, pytorch-gpu, dali) is built from: `make_loader` fills it once."""
+
+    files: FileList
+    recipe: Recipe
+    device: torch.device
+    rank: int
+    world_size: int
+    seed: int
+    workers: int
+    accumulation: int  # micro-batches per optimizer step (the recipe derives it)
+    index: ImageIndex  # the dataset's headers and verdicts, parsed once
+
+    @property
+    def train(self) -> bool:
+        return self.files.split == "train"
+
+    def shards(self) -> EpochShards:
+        args = (self.recipe.batch_size, self.rank, self.world_size, self.train, self.seed, self.accumulation)
+        return EpochShards(len(self.files), *args)

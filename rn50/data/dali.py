@@ -26,12 +26,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.batches import Batch, EpochShards, min_batch, refill_candidates
-from rn50.data.folders import FileList
-from rn50.data.index import ImageIndex
+from rn50.data.batches import Batch, LoaderSpec, min_batch, refill_candidates
 from rn50.data.transforms import MEAN, STD, center_crop_boxes, train_windows
 from rn50.errors import UserError
-from rn50.recipes import Recipe
 
 DEPTH = 2  # batches in flight ahead of the consumer (schedule_run per batch)
 # nvJPEG buffer paddings from NVIDIA's ResNet-50 DALI pipeline (DeepLearningExamples), so that ImageNet's larger
@@ -60,36 +57,25 @@ def path_matrix(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
 
 
 class DaliLoader:
-    def __init__(
-        self,
-        files: FileList,
-        recipe: Recipe,
-        device: torch.device,
-        rank: int,
-        world_size: int,
-        seed: int,
-        workers: int,
-        accumulation: int,
-        index: ImageIndex,
-        gpu: bool = False,
-    ) -> None:
+    def __init__(self, spec: LoaderSpec, gpu: bool = False) -> None:
         import_dali()
+        files, recipe = spec.files, spec.recipe
         self.files = files
-        self.train = files.split == "train"
-        self.recipe, self.device, self.gpu = recipe, device, gpu
+        self.train = spec.train
+        self.recipe, self.device, self.gpu = recipe, spec.device, gpu
         self.batch_size = recipe.batch_size
-        self.threads = max(1, workers)
+        self.threads = max(1, spec.workers)
         self.channels_last = recipe.memory_format == "channels_last"
         self.bad_files: list[tuple[str, str]] = []
         self._named: set[str] = set()
-        self.index = index
+        self.index = spec.index
         self._bad = self.index.bad()
         self._paths, self._path_len = path_matrix(files.files)
         self._labels = np.asarray(files.labels, np.int32)
         self._pipe = None
         self._in_flight: deque = deque()  # the batches scheduled on the pipeline and not yet taken
         self.prefetch_batches = DEPTH
-        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
+        self.shards = spec.shards()
         self.num_samples = self.shards.num_samples()
 
     def __len__(self) -> int:

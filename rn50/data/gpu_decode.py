@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.batches import normalize_on_device, refill_candidates
+from rn50.data.batches import LoaderSpec, normalize_on_device, refill_candidates
 from rn50.data.index import EXIF_ORIENTATION, ImageIndex, read_encoded
 from rn50.data.torch_loader import TorchLoader
 from rn50.data.transforms import decode_rgb, sample_windows, torchvision_io
@@ -153,12 +153,13 @@ class GpuDecodeLoader(TorchLoader):
     stream waits on): nothing here waits for the device. With `timing` on (`rn50 bench data` asks), `timings` also
     accumulates the seconds spent decoding and augmenting, from CUDA events read when `timings` is."""
 
-    def __init__(self, files, recipe, device, rank, world_size, seed, workers, accumulation, index) -> None:
+    def __init__(self, spec: LoaderSpec) -> None:
+        recipe = spec.recipe
         self.augment = (recipe.image_size, recipe.crop_area, recipe.crop_ratio, recipe.hflip)
         self.timing = False
         self._timings = {"decode_s": 0.0, "augment_s": 0.0, "images": 0, "cpu_decoded": 0}
         self._events: list = []  # (start, decoded, done) CUDA events not read yet
-        super().__init__(files, recipe, device, rank, world_size, seed, workers, accumulation, index)
+        super().__init__(spec)
 
     @property
     def timings(self) -> dict[str, float]:

@@ -15,7 +15,7 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from rn50.data.batches import shard_batches
+from rn50.data.batches import LoaderSpec, shard_batches
 from rn50.data.folders import FileList, list_split
 from rn50.data.index import ImageIndex, dataset_index
 from rn50.errors import UserError
@@ -106,17 +106,18 @@ def make_loader(
     require_decodable(files, index)
     # The recipe derives gradient accumulation (and refuses an optimizer batch that is no multiple of the world's).
     accumulation = recipe.replace(gpus=world_size).accumulation_steps
+    spec = LoaderSpec(files, recipe, device, rank, world_size, seed, workers, accumulation, index)
     if backend == "pytorch":
         from rn50.data.torch_loader import TorchLoader
 
-        return TorchLoader(files, recipe, device, rank, world_size, seed, workers, accumulation, index)
+        return TorchLoader(spec)
     if backend == "pytorch-gpu":
         from rn50.data.gpu_decode import GpuDecodeLoader
 
-        return GpuDecodeLoader(files, recipe, device, rank, world_size, seed, workers, accumulation, index)
+        return GpuDecodeLoader(spec)
     if backend == "dali-gpu" and device.type != "cuda":
         raise UserError("--data-backend dali-gpu needs a CUDA GPU; use dali-cpu or pytorch on CPU")
     from rn50.data.dali import DaliLoader
 
     gpu = backend == "dali-gpu"
-    return DaliLoader(files, recipe, device, rank, world_size, seed, workers, accumulation, index, gpu=gpu)
+    return DaliLoader(spec, gpu=gpu)

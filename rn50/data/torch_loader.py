@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
+from rn50.data.batches import LoaderSpec, min_batch, normalize_on_device, refill_candidates, torch_memory_format
 from rn50.data.folders import FileList
 from rn50.data.index import ImageIndex
 from rn50.data.transforms import crop_resize_flip, decode_rgb, sample_windows
@@ -168,28 +168,18 @@ class _EpochBatches:
 
 
 class TorchLoader:
-    def __init__(
-        self,
-        files: FileList,
-        recipe: Recipe,
-        device: torch.device,
-        rank: int,
-        world_size: int,
-        seed: int,
-        workers: int,
-        accumulation: int,
-        index: ImageIndex,
-    ) -> None:
+    def __init__(self, spec: LoaderSpec) -> None:
+        files, recipe, device, workers, index = spec.files, spec.recipe, spec.device, spec.workers, spec.index
         self.files = files
         self.index = index
-        self.train = files.split == "train"
-        self.batch_size, self.rank, self.world_size = recipe.batch_size, rank, world_size
-        self.seed, self.accumulation, self.device = seed, accumulation, device
+        self.train = spec.train
+        self.batch_size, self.rank, self.world_size = recipe.batch_size, spec.rank, spec.world_size
+        self.seed, self.accumulation, self.device = spec.seed, spec.accumulation, device
         self.memory_format = torch_memory_format(recipe.memory_format)
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
         self._min_batch = min_batch(self.train, self.batch_size)
-        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
+        self.shards = spec.shards()
         _OPEN.add(self)
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
