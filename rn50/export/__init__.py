@@ -207,6 +207,14 @@ def export_model(
             sidecar["parity"] = check_parity(
                 model, runner, precision, opts.image_size, real, max_batch=opts.max_batch, label=f"{record.name} export"
             )
+            if record.name == "onnx" and precision == "int8":
+                from rn50.export.kernel_paths import check_kernel_paths
+
+                # The CPU form must give one answer on every integer kernel path (7-bit weights); the TensorRT
+                # form's 8-bit weights may saturate on the CPU provider of x86 CPUs without VNNI: recorded only.
+                sidecar["parity"]["kernel_paths"] = check_kernel_paths(
+                    artifact, real, batch=min(16, opts.max_batch), enforce=opts.int8_target == "cpu"
+                )
             sidecar["parity"]["seconds"] = round(time.perf_counter() - start, 3)
             del runner
         else:
