@@ -6,7 +6,7 @@ default), on three questions: agreement with eager fp32, speed, and int16 satura
         --out docs/results/int8-reduce-range-<cpu>
 
 - agreement: top-1 of each form against eager fp32 on every val image of the sample, at the checkpoint's size
-  (--size, 32 px for the sample recipe) and at 224 px for --speed-checkpoint (the model benchmarks/cpu_infer.py
+  (32 px, the sample recipe's) and at 224 px for --speed-checkpoint (the model benchmarks/cpu_infer.py
   trains), with the fp32 margins (top-1 minus top-2 logit) of the images that flip;
 - speed: eager fp32 (channels-last), 8-bit and 7-bit at batch 8, 224 px, in interleaved rounds in this process;
   the ratios to eager fp32 are medians of same-round ratios;
@@ -169,12 +169,46 @@ def timing(ckpt: Path, artifacts: dict[str, Path], batch: int, size: int, rounds
     return out
 
 
+def markdown(result: dict) -> str:
+    m, sp = result["machine"], result["speed"]
+    lines = [
+        "# INT8 CPU form: 8-bit against 7-bit weights (`reduce_range`)",
+        "",
+        f"Machine: {m['cpu']} ({m['signature']}; {' '.join(m['flags'])}), {m['cores']} cores, MLAS integer kernels: "
+        f"{m['kernel_family']}; torch {result['versions']['torch']}, onnxruntime {result['versions']['onnxruntime']}; "
+        f"load average {result['loadavg_before'][0]:.2f} before, {result['loadavg_after'][0]:.2f} after.",
+        "",
+        f"Speed: batch {sp['batch']}, {sp['image_size']} px, {sp['rounds']} interleaved rounds of "
+        f"{sp['iters_per_round']} batches per series; x eager = median of same-round ratios (min-max).",
+        "",
+        "| form | agreement 32 px (flip margins) | agreement 224 px | p95 rel 32 px | saturating int16 pair sums "
+        "(accumulators changed) | kernel paths bit-identical | img/s | x eager fp32 |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for form, row in result["forms"].items():
+        a32, a224, sat, t = row["agreement_32px"], row["agreement_224px"], row["saturation"], sp[form]
+        lines.append(
+            f"| {form} | {100 * a32['top1_agreement']:.2f}% of {a32['n']} {a32['flip_margins']} | "
+            f"{100 * a224['top1_agreement']:.2f}% {a224['flip_margins']} | {a32['p95_rel']:.3f} | "
+            f"{sat['saturating']:,} of {sat['pair_sums']:.3g} ({sat['accumulators_changed']:,}) | "
+            f"{'yes' if row['kernel_paths_bit_identical'] else 'NO'} | {t['img_s']:.1f} | "
+            f"{t['x_eager']:.2f}x ({t['x_eager_min']:.2f}-{t['x_eager_max']:.2f}) |"
+        )
+    r = sp["7-bit / 8-bit"]
+    lines += [
+        "",
+        f"eager fp32: {sp['eager fp32']['img_s']:.1f} img/s. 7-bit / 8-bit speed: {r['median']:.3f} "
+        f"(min {r['min']:.3f}, max {r['max']:.3f}).",
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", type=Path, required=True, help="the sample recipe's model (32 px)")
     ap.add_argument("--speed-checkpoint", type=Path, required=True, help="a model for 224 px (cpu_infer.py's)")
     ap.add_argument("--sample", type=Path, required=True, help="folder with train/ (calibration) and val/")
-    ap.add_argument("--size", type=int, default=32)
     ap.add_argument("--sat-images", type=int, default=32)
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=7)
@@ -196,7 +230,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="rn50-rr-") as tmp:
         speed_artifacts = {}
-        for (ckpt, size), key in (((args.checkpoint, args.size), "small"), ((args.speed_checkpoint, 224), "224")):
+        for (ckpt, size), key in (((args.checkpoint, 32), "small"), ((args.speed_checkpoint, 224), "224")):
             model = load_model(ckpt).eval()
             calib = load_images(args.sample, "train", 64, size)
             val, _ = load_labeled_images(args.sample / "val", 10_000, size)
@@ -220,7 +254,8 @@ def main(argv: list[str] | None = None) -> int:
     result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(args.out / "int8_reduce_range.json", result)
-    print(json.dumps(result["speed"], indent=1))
+    (args.out / "int8_reduce_range.md").write_text(markdown(result))
+    print(markdown(result))
     return 0
 
 
