@@ -136,11 +136,11 @@ def saturation(path: Path, images: torch.Tensor) -> dict:
     return {"images": int(images.shape[0]), "pair_sums": pairs, "saturating": sat, "accumulators_changed": acc_changed}
 
 
-def timing(ckpt: Path, artifacts: dict[str, Path], batch: int, size: int, rounds: int, iters: int) -> dict:
+def timing(ckpt: Path, artifacts: dict[str, Path], args: argparse.Namespace, size: int = 224) -> dict:
     model = load_model(ckpt).eval().to(memory_format=torch.channels_last)
-    x = torch.randn(batch, 3, size, size)
+    x = torch.randn(args.batch, 3, size, size)
     x_cl = x.contiguous(memory_format=torch.channels_last)
-    runners = {name: load_artifact(path) for name, path in artifacts.items()}
+    runners = {name: load_artifact(path, threads=args.threads) for name, path in artifacts.items()}
 
     def eager():
         with torch.inference_mode():
@@ -151,8 +151,8 @@ def timing(ckpt: Path, artifacts: dict[str, Path], batch: int, size: int, rounds
     for step in steps:  # warmup
         for _ in range(3):
             step()
-    results = interleaved(steps, rounds=rounds, iters=iters)
-    rates = {name: per_round_rates(results, i, batch) for i, name in enumerate(names)}
+    results = interleaved(steps, rounds=args.rounds, iters=args.iters)
+    rates = {name: per_round_rates(results, i, args.batch) for i, name in enumerate(names)}
     out = {}
     for name in names:
         ratios = [a / b for a, b in zip(rates[name], rates["eager fp32"], strict=True)]
@@ -166,6 +166,8 @@ def timing(ckpt: Path, artifacts: dict[str, Path], batch: int, size: int, rounds
     a, b = next(seven), next(eight)
     ratios = [x / y for x, y in zip(rates[a], rates[b], strict=True)]
     out["7-bit / 8-bit"] = {"median": statistics.median(ratios), "min": min(ratios), "max": max(ratios)}
+    out.update(batch=args.batch, image_size=size, rounds=args.rounds, iters_per_round=args.iters)
+    out["threads"] = {"torch": torch.get_num_threads(), "onnxruntime": args.threads or "its default (all cores)"}
     return out
 
 
@@ -179,7 +181,8 @@ def markdown(result: dict) -> str:
         f"load average {result['loadavg_before'][0]:.2f} before, {result['loadavg_after'][0]:.2f} after.",
         "",
         f"Speed: batch {sp['batch']}, {sp['image_size']} px, {sp['rounds']} interleaved rounds of "
-        f"{sp['iters_per_round']} batches per series; x eager = median of same-round ratios (min-max).",
+        f"{sp['iters_per_round']} batches per series; threads: torch {sp['threads']['torch']}, ONNX Runtime "
+        f"{sp['threads']['onnxruntime']}; x eager = median of same-round ratios (min-max).",
         "",
         "| form | agreement 32 px (flip margins) | agreement 224 px | p95 rel 32 px | saturating int16 pair sums "
         "(accumulators changed) | kernel paths bit-identical | img/s | x eager fp32 |",
@@ -213,8 +216,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--rounds", type=int, default=7)
     ap.add_argument("--iters", type=int, default=8, help="timed batches per series per round")
+    ap.add_argument("--threads", type=int, default=None, help="torch and ONNX Runtime threads (default: all cores)")
+    ap.add_argument("--speed-only", action="store_true", help="only the timing, into speed-<threads>.json")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     load_before = os.getloadavg()
     result: dict = {
         "machine": {
@@ -230,17 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory(prefix="rn50-rr-") as tmp:
         speed_artifacts = {}
-        for (ckpt, size), key in (((args.checkpoint, 32), "small"), ((args.speed_checkpoint, 224), "224")):
+        todo = [((args.checkpoint, 32), "small"), ((args.speed_checkpoint, 224), "224")]
+        for (ckpt, size), key in todo[1:] if args.speed_only else todo:
             model = load_model(ckpt).eval()
             calib = load_images(args.sample, "train", 64, size)
             val, _ = load_labeled_images(args.sample / "val", 10_000, size)
-            ref = logits_of(model, val)
+            ref = None if args.speed_only else logits_of(model, val)
             for form, rr in FORMS.items():
                 path = Path(tmp) / f"{key}-{'7' if rr else '8'}bit.onnx"
                 export_onnx_int8(model, path, calib, image_size=size, max_batch=64, reduce_range=rr)
-                got = logits_of(load_artifact(path), val)
                 row = result["forms"].setdefault(form, {})
-                row[f"agreement_{size}px"] = agreement(ref, got)
+                if ref is not None:
+                    row[f"agreement_{size}px"] = agreement(ref, logits_of(load_artifact(path), val))
                 if key == "small":
                     row["saturation"] = saturation(path, val[:: max(1, len(val) // args.sat_images)][: args.sat_images])
                     paths = check_kernel_paths(path, val[:64], enforce=False)
@@ -249,10 +257,13 @@ def main(argv: list[str] | None = None) -> int:
                 else:
                     speed_artifacts[form] = path
                 print(form, json.dumps(row), flush=True)
-        result["speed"] = timing(args.speed_checkpoint, speed_artifacts, args.batch, 224, args.rounds, args.iters)
-    result["speed"].update(batch=args.batch, image_size=224, rounds=args.rounds, iters_per_round=args.iters)
+        result["speed"] = timing(args.speed_checkpoint, speed_artifacts, args)
     result["loadavg_before"], result["loadavg_after"] = load_before, os.getloadavg()
     args.out.mkdir(parents=True, exist_ok=True)
+    if args.speed_only:
+        atomic_write_json(args.out / f"speed-{args.threads or 'all'}-threads.json", result)
+        print(json.dumps({k: result[k] for k in ("speed", "loadavg_before", "loadavg_after")}, indent=1))
+        return 0
     atomic_write_json(args.out / "int8_reduce_range.json", result)
     (args.out / "int8_reduce_range.md").write_text(markdown(result))
     print(markdown(result))
