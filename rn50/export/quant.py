@@ -7,11 +7,11 @@ INT8 weights. The activations depend on where the model will run (`target`):
 - "cpu" (ONNX Runtime's CPU provider): asymmetric UINT8 activations, ORT's recommended U8S8 form on x86. A ReLU's
   output range starts at 0, so its zero point is 0 and ORT folds the ReLU into the quantisation; every DQ -> Conv ->
   (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Weights have 7 bits
-  (`reduce_range`, |w| <= 64), so a pair of uint8 x int8 products sums to at most 2 * 255 * 64 = 32,640 and fits
-  the int16 that x86 CPUs without VNNI (AVX2, AVX-512 core: vpmaddubsw) add pairs in: every x86 kernel family
-  computes the same integers, so the artifact gives the same logits on every x86 CPU by construction. Full 8-bit
-  weights saturate there (498 pairs per 32 sample images, emulated: benchmarks/int8_reduce_range.py) and were no
-  faster on AVX-512 VNNI EPYCs (docs/results/int8-reduce-range-*), at the same 100% agreement on the sample model.
+  (`reduce_range`, |w| <= 64): x86 CPUs without 8-bit dot products (AVX2, AVX-512 core) add pairs of uint8 x int8
+  products in a saturating int16 (vpmaddubsw), and 2 * 255 * 64 = 32,640 fits where 2 * 255 * 127 does not, so
+  every x86 kernel family computes the same integers as VNNI and AMX do. Measured on the sample model (AVX-512 VNNI
+  EPYC, docs/results/int8-reduce-range-*): 8-bit weights give 498 saturating pair sums per 32 val images in
+  emulation, 7-bit none; 100% top-1 agreement with fp32 either way; the same speed (7-bit / 8-bit 0.99-1.07).
 - "tensorrt" (TensorRT, ORT's TensorRT provider): symmetric signed INT8 activations, every zero point 0, the only
   form TensorRT's explicit quantisation accepts. ORT's CPU provider cannot fold a ReLU into a symmetric signed
   range, so on the CPU this form leaves ReLUs and the convolutions that feed residual adds in float (measured on a
