@@ -9,8 +9,9 @@ settings send the same Q/DQ model through different integer arithmetic on the ma
 - `session.x64quantprecision=1` (x86 only): int8 weights outside [-64, 64] become uint8, so the U8U8 kernels run (a
   no-op for the CPU form's 7-bit weights).
 
-Exact kernels give bit-identical logits on all of them, as the float requantisation after the integer sums is the
-same code; a difference is a kernel bug (ONNX Runtime had AMX and AVX-VNNI QGEMM bugs before 1.25.0) or a saturating
+Exact kernels give bit-identical logits on all of them: the integer sums are exact and the float requantisation after
+them computes the same thing on either path (measured on AVX-512 VNNI EPYCs, Zen 4 and Zen 5); a difference is a
+kernel bug (ONNX Runtime had AMX and AVX-VNNI QGEMM bugs before 1.25.0) or a saturating
 kernel (AVX2 and AVX-512 without VNNI add pairs of uint8 x int8 products in int16, which 8-bit weights can overflow).
 `session.disable_quant_qdq=1` runs the graph's float emulation (DQ -> float op -> Q) instead, which rounds
 differently: it is compared by top-1, not bit for bit.
@@ -58,7 +59,7 @@ def kernel_family(flags: list[str] | None = None) -> str:
     if not is_x86():
         return f"{platform.machine()} (not x86)"
     if "amx_int8" in have:
-        return "AVX-512 VNNI convolutions, AMX QGEMM (exact)"
+        return "AVX-512 VNNI convolutions, AMX QGEMM where the OS grants AMX (exact)"
     if "avx512_vnni" in have:
         return "AVX-512 VNNI (exact)"
     if "avx_vnni" in have:
