@@ -11,7 +11,8 @@ INT8 weights. The activations depend on where the model will run (`target`):
   products in a saturating int16 (vpmaddubsw), and 2 * 255 * 64 = 32,640 fits where 2 * 255 * 127 does not, so
   every x86 kernel family computes the same integers as VNNI and AMX do. Measured on the sample model (AVX-512 VNNI
   EPYC, docs/results/int8-reduce-range-*): 8-bit weights give 498 saturating pair sums per 32 val images in
-  emulation, 7-bit none; 100% top-1 agreement with fp32 either way; the same speed (7-bit / 8-bit 0.99-1.07).
+  emulation, 7-bit none; 100% top-1 agreement with fp32 either way; the same speed (7-bit / 8-bit medians
+  0.99-1.07 over four interleaved runs).
 - "tensorrt" (TensorRT, ORT's TensorRT provider): symmetric signed INT8 activations, every zero point 0, the only
   form TensorRT's explicit quantisation accepts. ORT's CPU provider cannot fold a ReLU into a symmetric signed
   range, so on the CPU this form leaves ReLUs and the convolutions that feed residual adds in float (measured on a
