@@ -90,9 +90,11 @@ def _score(loader, runs: dict[str, Any], names: list[str], limit: int | None, sa
             seconds[name] += time.perf_counter() - t0
             k = min(5, logits.shape[1])
             top = logits.topk(k, dim=1).indices
+            # top-1 is argmax (the first of tied logits), as parity and bench infer count it: an INT8 model's
+            # logits are 8-bit, so exact ties happen, and topk may order tied entries either way.
+            top1[name] = logits.argmax(dim=1)
             hit = top.eq(labels.unsqueeze(1))
-            hits[name] += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()])
-            top1[name] = top[:, 0]
+            hits[name] += torch.stack([top1[name].eq(labels).sum(), hit.any(dim=1).sum()])
         if "reference" in top1:
             agree += int((top1["model"] == top1["reference"]).sum())
         n += labels.numel()

@@ -23,18 +23,40 @@ def eval_command(
     ] = None,
     workers: Annotated[int, typer.Option(min=0, help="Decode processes.")] = 2,
     limit: Annotated[int | None, typer.Option(min=1, help="Only the first N batches.")] = None,
+    kernel_paths: Annotated[
+        bool,
+        typer.Option(
+            "--kernel-paths",
+            help="INT8 ONNX: also run the first 2 batches under every integer kernel path ONNX Runtime has on this "
+            "CPU; exit 1 unless their logits are bit-identical.",
+        ),
+    ] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
 ) -> None:
     """Top-1/top-5 of a checkpoint or exported artifact on labelled images, beside its fp32 source."""
     from rn50.bench.accuracy import EvalConfig, evaluate_models
-    from rn50.tables import markdown_table
 
+    paths = None
+    if kernel_paths:
+        from rn50.export.kernel_paths import KernelPathError, disagreement, self_test
+
+        paths = self_test(model, data, batch * min(limit or 2, 2))
     cfg = EvalConfig(model, data, reference, batch, image_size, workers, limit)
     with err_console.status(f"evaluating {model} on {data} ...") as status:
         result = evaluate_models(cfg, say=lambda text: status.update(f"evaluating {model}: {text}"))
+    if paths is not None:
+        result["kernel_paths"] = paths
     if as_json:
         console.print_json(json.dumps(result))
-        return
+    else:
+        print_eval(result)
+    if paths is not None and not paths["bit_identical"]:
+        raise KernelPathError(disagreement(paths))
+
+
+def print_eval(result: dict) -> None:
+    from rn50.tables import markdown_table
+
     cols = [("role", "model"), ("format", "format"), ("precision", "precision"), ("top1", "top-1 %")]
     cols += [("top5", "top-5 %"), ("img_s", "img/s"), ("path", "path")]
     console.print(markdown_table(result["rows"], cols), highlight=False, soft_wrap=True)
@@ -46,3 +68,7 @@ def eval_command(
         )
     if result.get("note"):
         console.print(result["note"], highlight=False, soft_wrap=True)
+    if result.get("kernel_paths"):
+        from rn50.export.kernel_paths import summary
+
+        console.print(summary(result["kernel_paths"]), highlight=False, soft_wrap=True)

@@ -101,6 +101,10 @@ def export(
                     f"{s['top1_agreement']:.1%}",
                 )
         console.print(table)
+        if parity.get("kernel_paths"):
+            from rn50.export.kernel_paths import summary
+
+            console.print(summary(parity["kernel_paths"]), highlight=False, soft_wrap=True)
     else:
         console.print("[yellow]parity not checked (--no-verify)[/]")
     console.print(f"wrote {result.path} in {result.export_seconds:.1f} s (sidecar {result.sidecar_path})")

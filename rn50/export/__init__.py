@@ -166,85 +166,13 @@ def export_model(
     parity passes; an existing `out` is replaced only with force=True. A Triton repository is the artifact of
     `triton_backend`, exported and verified as usual, then packaged (rn50.export.triton.package).
     """
-    opts = dataclasses.replace(options or ExportOptions(), **overrides)
-    record = get_format(fmt)
-    package = record if record.is_package else None
-    if package is not None:
-        record, opts = packaged_format(package, opts)
-    opts = opts.resolved(record)
-    precision = opts.precision
-    assert precision is not None
-    out = Path(out) if out is not None else default_output(source, package or record, precision, opts.triton_backend)
-    if (out.exists() or sidecar_path(out).exists()) and not opts.force:
-        raise UserError(f"{out} already exists; pass --force to replace it")
-    dev = _resolve_device(record, opts.device)
-    check_dev = _parity_device(record, dev, precision) if opts.verify else dev
-    opts = dataclasses.replace(opts, device=str(dev))
-    model, provenance = _resolve_source(source)
-    model = model.eval()
-    num_classes = int(model.fc.out_features) if hasattr(model, "fc") else int(model(torch.zeros(1, 3, 32, 32)).shape[1])
-
     from rn50.io import write_error
 
-    tmp = _temp_beside(out, "" if package else record.suffix)
-    try:  # before the export (minutes for TensorRT): can anything be written there at all?
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp.touch()
-        tmp.unlink()
-    except OSError as e:
-        raise (write_error(out, e) or e) from None
+    job = _ExportJob(source, fmt, out, dataclasses.replace(options or ExportOptions(), **overrides))
+    out, tmp = job.out, job.writable_temp()
     try:
-        start = time.perf_counter()
-        if package:
-            tmp.mkdir(parents=True)
-            artifact = tmp / f"model{record.suffix}"
-        else:
-            artifact = tmp
-        cuda = dev.type == "cuda"
-        with math_mode(precision, cuda):  # Inductor bakes the TF32 choice into the kernels it compiles
-            details = record.export(model, artifact, opts)
-        export_seconds = time.perf_counter() - start
-        sidecar = build_sidecar(
-            fmt=record.name,
-            precision=precision,
-            source=provenance["source"],
-            source_sha256=provenance["source_sha256"],
-            recipe=provenance["recipe"],
-            num_classes=num_classes,
-            image_size=opts.image_size,
-            max_batch=opts.max_batch,
-            device=str(dev),
-            extra={"math": math_of(precision), "export": details, "export_seconds": round(export_seconds, 3)},
-        )
-        if opts.verify:
-            real = load_images(opts.images_dir, "val", opts.parity_images, opts.image_size)
-            runner = load_artifact(artifact, device=str(check_dev), sidecar=sidecar)
-            start = time.perf_counter()
-            from rn50.export.verify import check_parity
-
-            with math_mode(precision, cuda):
-                sidecar["parity"] = check_parity(
-                    model, runner, precision, opts.image_size, real, opts.max_batch, label=f"{record.name} export"
-                )
-            sidecar["parity"].update(runtime=runner.provider, seconds=round(time.perf_counter() - start, 3))
-            del runner
-        else:
-            sidecar["parity"] = None
-        if package:
-            from rn50.export import triton
-
-            artifact, sidecar["triton"] = triton.package(
-                artifact, tmp, record.name, precision, num_classes, opts.image_size, opts.max_batch, device=str(dev)
-            )
-        from rn50.io import atomic_write_json
-
-        atomic_write_json(sidecar_path(artifact), sidecar)
-        if out.exists() and opts.force:
-            _remove(out)
-            sidecar_path(out).unlink(missing_ok=True)
-        os.replace(tmp, out)
-        if not package:
-            os.replace(sidecar_path(tmp), sidecar_path(out))
+        artifact, sidecar, export_seconds = job.run(tmp)
+        _publish(tmp, out, artifact, sidecar, job.opts.force, job.package is not None)
     except OSError as e:  # full disk, read-only folder, ... while writing the artifact or its sidecar
         raise (write_error(out, e) or e) from None
     except RuntimeError as e:
@@ -257,8 +185,112 @@ def export_model(
         for leftover in (tmp, sidecar_path(tmp)):
             if leftover.exists():
                 _remove(leftover)
-    final = out / artifact.relative_to(tmp) if package else out
+    final = out / artifact.relative_to(tmp) if job.package else out
     return ExportResult(path=out, sidecar=sidecar, sidecar_path=sidecar_path(final), export_seconds=export_seconds)
+
+
+class _ExportJob:
+    """One export: the format, options and paths resolved up front (one line for what is wrong, before any work),
+    then the artifact written into a temporary path with its sidecar and its parity proven."""
+
+    def __init__(self, source: str | os.PathLike | nn.Module, fmt: str, out, opts: ExportOptions) -> None:
+        record = get_format(fmt)
+        self.package = record if record.is_package else None
+        if self.package is not None:
+            record, opts = packaged_format(self.package, opts)
+        opts = opts.resolved(record)
+        self.record, self.precision = record, str(opts.precision)
+        target = self.package or record
+        self.out = Path(out) if out is not None else default_output(source, target, self.precision, opts.triton_backend)
+        if (self.out.exists() or sidecar_path(self.out).exists()) and not opts.force:
+            raise UserError(f"{self.out} already exists; pass --force to replace it")
+        self.dev = _resolve_device(record, opts.device)
+        self.check_dev = _parity_device(record, self.dev, self.precision) if opts.verify else self.dev
+        self.opts = dataclasses.replace(opts, device=str(self.dev))
+        model, self.provenance = _resolve_source(source)
+        self.model = model.eval()
+        fc = getattr(model, "fc", None)
+        self.num_classes = int(fc.out_features) if fc is not None else int(model(torch.zeros(1, 3, 32, 32)).shape[1])
+
+    def writable_temp(self) -> Path:
+        """The temporary path beside `out`, after checking (before minutes of TensorRT) that it can be written."""
+        from rn50.io import write_error
+
+        tmp = _temp_beside(self.out, "" if self.package else self.record.suffix)
+        try:
+            self.out.parent.mkdir(parents=True, exist_ok=True)
+            tmp.touch()
+            tmp.unlink()
+        except OSError as e:
+            raise (write_error(self.out, e) or e) from None
+        return tmp
+
+    def run(self, tmp: Path) -> tuple[Path, dict[str, Any], float]:
+        """(the artifact written under `tmp`, its sidecar with the parity results, export seconds)."""
+        record, opts, precision = self.record, self.opts, self.precision
+        start = time.perf_counter()
+        if self.package:
+            tmp.mkdir(parents=True)
+        artifact = tmp / f"model{record.suffix}" if self.package else tmp
+        with math_mode(precision, self.dev.type == "cuda"):  # Inductor bakes the TF32 choice into its kernels
+            details = record.export(self.model, artifact, opts)
+        export_seconds = time.perf_counter() - start
+        sidecar = build_sidecar(
+            fmt=record.name,
+            precision=precision,
+            source=self.provenance["source"],
+            source_sha256=self.provenance["source_sha256"],
+            recipe=self.provenance["recipe"],
+            num_classes=self.num_classes,
+            image_size=opts.image_size,
+            max_batch=opts.max_batch,
+            device=str(self.dev),
+            extra={"math": math_of(precision), "export": details, "export_seconds": round(export_seconds, 3)},
+        )
+        sidecar["parity"] = self.verify(artifact, sidecar) if opts.verify else None
+        if self.package:
+            from rn50.export import triton
+
+            artifact, sidecar["triton"] = triton.package(
+                artifact, tmp, record.name, precision, self.num_classes, opts.image_size, opts.max_batch, str(self.dev)
+            )
+        return artifact, sidecar, export_seconds
+
+    def verify(self, artifact: Path, sidecar: dict[str, Any]) -> dict[str, Any]:
+        """Parity with eager fp32 on random and real images, on the device that checks it; INT8 ONNX also on
+        every integer kernel path ONNX Runtime has here."""
+        from rn50.export.verify import check_parity
+
+        opts, precision = self.opts, self.precision
+        real = load_images(opts.images_dir, "val", opts.parity_images, opts.image_size)
+        runner = load_artifact(artifact, device=str(self.check_dev), sidecar=sidecar)
+        start = time.perf_counter()
+        label = f"{self.record.name} export"
+        with math_mode(precision, self.dev.type == "cuda"):
+            parity = check_parity(self.model, runner, precision, opts.image_size, real, opts.max_batch, label=label)
+        if self.record.name == "onnx" and precision == "int8":
+            from rn50.export.kernel_paths import check_kernel_paths
+
+            # The CPU form must give one answer on every integer kernel path (7-bit weights); the TensorRT form's
+            # 8-bit weights may saturate on the CPU provider of x86 CPUs without VNNI: recorded only.
+            parity["kernel_paths"] = check_kernel_paths(
+                artifact, real, batch=min(16, opts.max_batch), enforce=opts.int8_target == "cpu"
+            )
+        parity.update(runtime=runner.provider, seconds=round(time.perf_counter() - start, 3))
+        return parity
+
+
+def _publish(tmp: Path, out: Path, artifact: Path, sidecar: dict[str, Any], force: bool, package: bool) -> None:
+    """The sidecar beside the artifact, then both moved onto `out` (an existing one replaced only with force)."""
+    from rn50.io import atomic_write_json
+
+    atomic_write_json(sidecar_path(artifact), sidecar)
+    if out.exists() and force:
+        _remove(out)
+        sidecar_path(out).unlink(missing_ok=True)
+    os.replace(tmp, out)
+    if not package:
+        os.replace(sidecar_path(tmp), sidecar_path(out))
 
 
 def load_artifact(

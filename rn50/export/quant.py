@@ -6,9 +6,13 @@ INT8 weights. The activations depend on where the model will run (`target`):
 
 - "cpu" (ONNX Runtime's CPU provider): asymmetric UINT8 activations, ORT's recommended U8S8 form on x86. A ReLU's
   output range starts at 0, so its zero point is 0 and ORT folds the ReLU into the quantisation; every DQ -> Conv ->
-  (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Weights use the full
-  8 bits: ORT's 7-bit option (`reduce_range`, meant against 16-bit overflow on x86 without VNNI) lowered top-1
-  agreement with fp32 from 97.5% to 95.3% on the sample at 224 px on an AVX2-only Zen 3, at the same speed.
+  (ReLU) -> Q group then fuses into one QLinearConv and every residual add into a QLinearAdd. Weights have 7 bits
+  (`reduce_range`, |w| <= 64): x86 CPUs without 8-bit dot products (AVX2, AVX-512 core) add pairs of uint8 x int8
+  products in a saturating int16 (vpmaddubsw), and 2 * 255 * 64 = 32,640 fits where 2 * 255 * 127 does not, so
+  every x86 kernel family computes the same integers as VNNI and AMX do. Measured on the sample model (AVX-512 VNNI
+  EPYC, docs/results/int8-reduce-range-*): 8-bit weights give 498 saturating pair sums per 32 val images in
+  emulation, 7-bit none; 100% top-1 agreement with fp32 either way; the same speed (7-bit / 8-bit medians
+  0.99-1.07 over four interleaved runs).
 - "tensorrt" (TensorRT, ORT's TensorRT provider): symmetric signed INT8 activations, every zero point 0, the only
   form TensorRT's explicit quantisation accepts. ORT's CPU provider cannot fold a ReLU into a symmetric signed
   range, so on the CPU this form leaves ReLUs and the convolutions that feed residual adds in float (measured on a
@@ -146,9 +150,10 @@ def export_onnx_int8(
     percentile: float = 99.999,
     keep_stem_float: bool = True,
     target: str = "cpu",
-    reduce_range: bool = False,
+    reduce_range: bool | None = None,
 ) -> dict[str, Any]:
-    """Write the Q/DQ model for `target` ("cpu" or "tensorrt", see the module docstring) to `path`."""
+    """Write the Q/DQ model for `target` ("cpu" or "tensorrt", see the module docstring) to `path`. Weights have
+    7 bits for the cpu form and 8 for TensorRT's unless `reduce_range` says otherwise (benchmarks compare both)."""
     require("onnxruntime", "onnx")
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
@@ -157,6 +162,7 @@ def export_onnx_int8(
     if target not in INT8_TARGETS:
         raise ValueError(f"unknown int8 target {target!r}; valid: {', '.join(INT8_TARGETS)}")
     symmetric = target == "tensorrt"
+    reduce_range = target == "cpu" if reduce_range is None else reduce_range
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
     if target == "tensorrt":
         # Biases stay float: a quantised bias is an INT32 DequantizeLinear, which TensorRT's parser rejects (its

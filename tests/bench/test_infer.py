@@ -18,8 +18,10 @@ import torch
 import rn50.bench.infer as infer
 from rn50.bench.infer import InferConfig, run_infer
 from rn50.bench.timing import parse_batches, summarize, timed_loop
-from rn50.env import cpu_has_vnni
+from rn50.data.transforms import load_eval_images
 from rn50.errors import UserError
+from rn50.export import load_artifact
+from rn50.weights import load_model
 from tests.conftest import run_cli
 
 BATCHES = [1, 2, 4]
@@ -95,17 +97,24 @@ def test_exports_compute_the_same_function_on_real_images(sweep):
         assert series[(backend, "fp32")]["build_s"] > 0 and series[(backend, "fp32")]["export_s"] > 0
 
 
-def test_int8_is_the_qdq_onnx_model_with_its_agreement_reported(sweep):
-    _, _, data, stdout = sweep
+def test_int8_is_the_qdq_onnx_model_with_its_agreement_reported(sweep, tiny_checkpoint):
+    out, _, data, stdout = sweep
     series = {(s["backend"], s["precision"]): s for s in data["series"]}
     int8 = series[("onnxruntime", "int8")]
     assert int8["status"] == "ok", int8
     assert int8["format"] == "onnx" and int8["precision"] == "int8"
     # which execution provider ran the nodes, read back from ORT's profiler: all of them on the CPU here
     assert int8["provider"] == "CPUExecutionProvider" and int8["node_providers"].startswith("CPUExecutionProvider: ")
-    # Measured 96.5% (247 of 256 real images) on an AVX512-VNNI EPYC; without VNNI ONNX Runtime's u8s8 kernels take
-    # another path, not measured with this model (the sample model lost 2.5 points there: tests/export/test_int8_sample)
-    assert int8["top1_agreement"] >= (0.95 if cpu_has_vnni() else 0.92), int8
+    # The figure reported is the one the kept artifact gives against eager fp32 on the same images. Its size is not
+    # judged: the tiny model is at chance at 32 px, so its agreement is its training draw's (88.7% on an AMX Xeon,
+    # 96.7-98.9% over four draws on one EPYC); INT8 agreement is judged on the sample model (tests/export).
+    images = load_eval_images(data["agreement_images"]["dir"], data["agreement_images"]["n"], 32)
+    with torch.inference_mode():
+        ref = load_model(tiny_checkpoint)(images).argmax(1)
+    got = load_artifact(out / "artifacts" / "onnxruntime-int8.onnx")(images).argmax(1)
+    assert int8["agreement_n"] == len(images) == data["agreement_images"]["n"] >= 200
+    # eager runs channels-last in the sweep: a near-tie may flip one image between layouts
+    assert abs(int8["top1_agreement"] - float((got == ref).float().mean())) <= 1 / len(images), int8
     assert data["calibration_images"].endswith("train")
     assert "onnxruntime int8: top-1 agreement with eager fp32" in stdout
     rows = [r for r in data["rows"] if r["backend"] == "onnxruntime" and r["precision"] == "int8"]

@@ -8,8 +8,8 @@ import torch
 from rn50.export import load_artifact
 
 
-def test_runner_reports_the_provider_that_ran_every_node(onnx_fp32, onnx_int8):
-    fp32, int8 = load_artifact(onnx_fp32), load_artifact(onnx_int8)
+def test_runner_reports_the_provider_that_ran_every_node(onnx_fp32, sample_int8):
+    fp32, int8 = load_artifact(onnx_fp32), load_artifact(sample_int8)
     for runner in (fp32, int8):
         assert runner.provider == "CPUExecutionProvider"
         assert set(runner.node_providers) == {"CPUExecutionProvider"}
