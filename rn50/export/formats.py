@@ -32,6 +32,7 @@ class TritonSpec:
     platform: str  # config.pbtxt `platform`
     model_file: str  # the file name inside <repo>/rn50/<version>/
     io_names: tuple[str, str]  # (input, output) tensor names the server sees
+    backend: str = ""  # config.pbtxt `backend`, for the backends named that way instead of by a platform
 
 
 @dataclass(frozen=True)
@@ -65,8 +66,8 @@ class Format:
     def export(self, model: Any, path: Path, opts: ExportOptions) -> dict[str, Any]:
         return _resolve(self.exporter)(model, path, opts)
 
-    def load(self, path: Path, device: Any, sidecar: dict[str, Any], threads: int | None = None) -> Any:
-        return _resolve(self.loader)(path, device, sidecar, threads)
+    def load(self, path: Path, device: Any, sidecar: dict[str, Any], threads: int | None = None, **options: Any) -> Any:
+        return _resolve(self.loader)(path, device, sidecar, threads, **options)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -121,12 +122,24 @@ REGISTRY: dict[str, Format] = {
             triton=TritonSpec("tensorrt_plan", "model.plan", ("input", "logits")),
         ),
         Format(
+            "openvino",
+            runtime="openvino",
+            suffixes=(".ov", ".xml"),  # a folder holding model.xml + model.bin, or the .xml beside its .bin
+            precisions=("fp32", "bf16", "int8"),
+            exporter="rn50.export.openvino:export",
+            loader="rn50.export.openvino:load_openvino",
+            aliases=("ov",),
+            sidecar_fields=("onnx", "openvino", "quantization"),
+            int8_target="cpu",
+            triton=TritonSpec("", "model.xml", ("input", "logits"), backend="openvino"),
+        ),
+        Format(
             "triton",
             runtime="triton",
             suffixes=(),
             precisions=("fp32", "fp16", "int8"),
             kind="package",
-            backends=("onnx", "torchscript", "trt"),
+            backends=("onnx", "torchscript", "trt", "openvino"),
         ),
     )
 }
