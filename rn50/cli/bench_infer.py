@@ -24,7 +24,11 @@ def bench_infer(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti.")
+        str,
+        typer.Option(
+            help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti, openvino, "
+            "openvino-throughput."
+        ),
     ] = "eager",
     precision: Annotated[
         str | None, typer.Option(help="Comma list of fp32, tf32, fp16, bf16, int8 (default: fp16 on cuda, else fp32).")

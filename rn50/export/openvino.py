@@ -186,8 +186,8 @@ class OpenVinoRunner(Runner):
             self._queue.set_callback(self._collect)
         self._outputs: dict[int, Any] = {}
         self.provider = (
-            f"OpenVINO CPU {self.inference_precision}, {self.mode}: {self.streams} stream(s), "
-            f"{self.requests if self._queue else 1} request(s), {self.num_threads} threads"
+            f"OpenVINO CPU, {self.mode}: {self.streams} stream(s), {self.requests if self._queue else 1} "
+            f"request(s), {self.num_threads} threads, float layers {self.inference_precision}"
         )
 
     @property
