@@ -13,7 +13,6 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from rn50.errors import UserError
 from rn50.export.runner import require
 
 if TYPE_CHECKING:
@@ -48,11 +47,6 @@ def _quiet(nncf_logger: logging.Logger) -> Iterator[None]:
 
 def quantize(model: Any, opts: ExportOptions) -> tuple[Any, dict[str, Any]]:
     """(the quantised OpenVINO model, the sidecar's "quantization" entry)."""
-    if opts.calib_method != "minmax":
-        raise UserError(
-            f"--calib-method {opts.calib_method} is an ONNX Runtime calibrator: use --quantizer ort, or leave "
-            "--calib-method out (NNCF uses its own range estimators)"
-        )
     # `model` came through rn50.export.openvino.openvino(), which turned telemetry off for NNCF too.
     nncf = require("nncf", "openvino-quant", "nncf (the NNCF quantizer)")
     from rn50.export.images import load_images

@@ -71,17 +71,24 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
     """The openvino format's exporter: the IR folder at `path`, converted from rn50's verified ONNX export."""
     from rn50.export.quant import export as export_onnx_format
 
+    ov = openvino()  # before any work: a missing extra is one line, not a failure after the ONNX export
     quantizer = opts.extra.get("quantizer") or QUANTIZERS[0]
     if quantizer not in QUANTIZERS:
         raise UserError(f"unknown --quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
     if opts.precision != "int8" and opts.extra.get("quantizer"):
         raise UserError("--quantizer applies to --precision int8 only")
+    if opts.precision == "int8" and quantizer == "nncf":
+        require("nncf", "openvino-quant", "nncf (the NNCF quantizer)")
+        if opts.calib_method != "minmax":
+            raise UserError(
+                f"--calib-method {opts.calib_method} is an ONNX Runtime calibrator: use --quantizer ort, or leave "
+                "--calib-method out (NNCF uses its own range estimators)"
+            )
     if opts.precision == "bf16" and "BF16" not in cpu_capabilities():
         raise UserError(
             "bf16: this CPU has no native bf16 (OpenVINO lists "
             f"{', '.join(cpu_capabilities())}), so OpenVINO would quietly run f32; export fp32 or int8"
         )
-    ov = openvino()
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rn50-ov-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
