@@ -46,8 +46,8 @@ def ceiling_gmac_s(threads: int) -> float:
     return json.loads(done.stdout.strip().splitlines()[-1])["u8s8_gemm_gmac_s"]
 
 
-def openvino_on_onnx(path: Path, threads: int, pinning: bool = True):
-    """OpenVINO compiling an ONNX Q/DQ file as it is, with the settings rn50's OpenVINO runner uses."""
+def openvino_compiled(path: Path, threads: int, pinning: bool = True):
+    """OpenVINO compiling a model file (an ONNX Q/DQ file as it is, or an IR) with the settings of rn50's runner."""
     from rn50.export.openvino import core, kernel_counts
 
     compiled = core().compile_model(
@@ -80,13 +80,14 @@ def build(ckpt: Path, sample: Path, work: Path, size: int, threads: int) -> dict
         result = export_model(ckpt, fmt, work / f"{name}{suffix}", precision="int8", **common, **opts)
         paths[name] = result.path
         print(f"exported {name} in {time.perf_counter() - t0:.0f} s", flush=True)
-    eager = load_artifact.__globals__["_resolve_source"](str(ckpt))[0].eval()  # the checkpoint as eager PyTorch
-    eager = eager.to(memory_format=torch.channels_last)
+    from rn50.weights import load_model
+
+    eager = load_model(ckpt).eval().to(memory_format=torch.channels_last)
     series: dict[str, dict] = {"eager fp32": {"run": lambda x: eager(x.contiguous(memory_format=torch.channels_last))}}
     for stem in ("float", "int8"):
         runner = load_artifact(paths[f"onnx-int8-stem-{stem}"], threads=threads)
         series[f"onnxruntime int8 (Q/DQ, stem {stem})"] = {"run": runner.run, "kernels": runner.node_providers}
-        run, kernels = openvino_on_onnx(paths[f"onnx-int8-stem-{stem}"], threads)
+        run, kernels = openvino_compiled(paths[f"onnx-int8-stem-{stem}"], threads)
         series[f"openvino int8 (the same Q/DQ file, stem {stem})"] = {"run": run, "kernels": kernels}
     for stem in ("float", "int8"):
         runner = load_artifact(paths[f"ov-nncf-stem-{stem}"], threads=threads)
@@ -95,7 +96,7 @@ def build(ckpt: Path, sample: Path, work: Path, size: int, threads: int) -> dict
         "run": load_artifact(paths["ov-nncf-stem-int8"], mode="throughput").run
     }
     series["openvino int8 (NNCF, stem int8, pinning off)"] = {
-        "run": openvino_on_onnx(paths["ov-nncf-stem-int8"] / "model.xml", threads, pinning=False)[0]
+        "run": openvino_compiled(paths["ov-nncf-stem-int8"] / "model.xml", threads, pinning=False)[0]
     }
     return series
 
