@@ -36,13 +36,16 @@ def _quiet(nncf_logger: logging.Logger) -> Iterator[None]:
     """NNCF writes progress and INFO lines to stdout, which would corrupt `rn50 export --json`: to the debug log."""
     sink = _LogWriter()
     handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)]
-    before = [h.setStream(sink) for h in handlers]
+    # Not setStream: it flushes the old stream, which may be closed (a stdout that was redirected at `import nncf`).
+    before = [h.stream for h in handlers]
+    for handler in handlers:
+        handler.stream = sink
     try:
         with contextlib.redirect_stdout(sink):
             yield
     finally:
         for handler, stream in zip(handlers, before, strict=True):
-            handler.setStream(stream)
+            handler.stream = stream
 
 
 def quantize(model: Any, opts: ExportOptions) -> tuple[Any, dict[str, Any]]:
