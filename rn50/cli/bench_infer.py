@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rn50.cli.common import DEVICE_HELP, console, print_flags
 from rn50.env import resolve_device
@@ -127,13 +128,12 @@ def bench_infer(
     console.print(markdown_table(shown, cols), highlight=False, soft_wrap=True)
     for r in result["rows"]:
         if r.get("batch") is not None and r.get("reason"):
-            msg = f"{r['backend']} {r['precision']} batch {r['batch']}: {r['status']}: {r['reason']}"
+            msg = escape(f"{r['backend']} {r['precision']} batch {r['batch']}: {r['status']}: {r['reason']}")
             console.print(msg, highlight=False, soft_wrap=True)
     for s in result["series"]:
         if s.get("reason"):
-            console.print(
-                f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}", highlight=False, soft_wrap=True
-            )
+            line = escape(f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}")
+            console.print(line, highlight=False, soft_wrap=True)
         if s.get("top1_agreement") is not None:
             console.print(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
