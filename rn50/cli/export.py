@@ -37,7 +37,7 @@ def export(
     quantizer: Annotated[
         str | None,
         typer.Option(
-            help="openvino INT8: nncf (NNCF, the default; rn50[openvino-quant]) | ort (the onnx CPU Q/DQ model)."
+            help="openvino INT8: nncf (NNCF, the default; the openvino-quant extra) | ort (the onnx CPU Q/DQ model)."
         ),
     ] = None,
     int8_stem: Annotated[

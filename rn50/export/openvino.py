@@ -67,11 +67,8 @@ def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
     return xml, xml.with_suffix(".bin")
 
 
-def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    """The openvino format's exporter: the IR folder at `path`, converted from rn50's verified ONNX export."""
-    from rn50.export.quant import export as export_onnx_format
-
-    ov = openvino()  # before any work: a missing extra is one line, not a failure after the ONNX export
+def _quantizer(opts: ExportOptions) -> str:
+    """The INT8 quantiser `opts` asks for, every option checked before any work (one line each)."""
     quantizer = opts.extra.get("quantizer") or QUANTIZERS[0]
     if quantizer not in QUANTIZERS:
         raise UserError(f"unknown --quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
@@ -89,6 +86,15 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
             "bf16: this CPU has no native bf16 (OpenVINO lists "
             f"{', '.join(cpu_capabilities())}), so OpenVINO would quietly run f32; export fp32 or int8"
         )
+    return quantizer
+
+
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    """The openvino format's exporter: the IR folder at `path`, converted from rn50's verified ONNX export."""
+    from rn50.export.quant import export as export_onnx_format
+
+    ov = openvino()  # before any work: a missing extra is one line, not a failure after the ONNX export
+    quantizer = _quantizer(opts)
     details: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="rn50-ov-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
