@@ -130,6 +130,8 @@ def _resolve_device(fmt: Format, device: str) -> torch.device:
 
             require_trt()
         return torch.device("cuda")
+    if fmt.cpu_only:
+        return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is visible here (torch.cuda.is_available() is False)")

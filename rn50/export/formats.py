@@ -46,6 +46,7 @@ class Format:
     aliases: tuple[str, ...] = ()
     sidecar_fields: tuple[str, ...] = ()  # the keys this format's exporter writes under the sidecar's "export"
     needs_cuda: bool = False  # built and run on a CUDA GPU only
+    cpu_only: bool = False  # built and run on the CPU, whatever --device says
     int8_target: str | None = None  # the INT8 Q/DQ form this format needs (None: whichever the device suits)
     triton: TritonSpec | None = None  # how Triton serves it (None: not servable by Triton)
     kind: str = "artifact"  # or "package": wraps an artifact of one of `backends`
@@ -131,6 +132,7 @@ REGISTRY: dict[str, Format] = {
             aliases=("ov",),
             sidecar_fields=("onnx", "openvino", "quantization"),
             int8_target="cpu",
+            cpu_only=True,  # OpenVINO's GPU plugin is for Intel GPUs
             triton=TritonSpec("", "model.xml", ("input", "logits"), backend="openvino"),
         ),
         Format(

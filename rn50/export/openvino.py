@@ -111,6 +111,7 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         ov.save_model(ir, os.fspath(folder / XML), compress_to_fp16=False)
+    from rn50.env import cpu_flags, cpu_model, cpu_signature
     from rn50.export.sidecar import sha256_file
 
     runner = OpenVinoRunner(folder, opts.precision or "fp32", {}, torch.device("cpu"))
@@ -124,6 +125,8 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
         "files": {f.name: sha256_file(f) for f in model_files(folder)},
         "weights": "fp32 (compress_to_fp16=False)",
         "quantizer": quantizer if opts.precision == "int8" else None,
+        # The kernels below are this CPU's: OpenVINO picks them by its instruction set at compile time.
+        "cpu": {"model": cpu_model(), "signature": cpu_signature(), "flags": cpu_flags()},
         **runner.compiled_info(),
     }
     return details

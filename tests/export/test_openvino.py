@@ -192,3 +192,12 @@ def test_missing_extra_is_one_line(sample_model, tmp_path, module, extra):
     assert res.returncode == 2 and len(lines) == 1, res.stderr
     assert f"pip install 'rn50[{extra}]'" in lines[0] and res.stdout == ""
     assert list(tmp_path.iterdir()) == []
+
+
+def test_openvino_exports_and_runs_on_the_cpu_whatever_the_device():
+    # `--device auto` is cuda on a GPU machine: the IR is still built and checked where OpenVINO runs it.
+    from rn50.export import _resolve_device
+    from rn50.export.formats import get_format
+
+    assert _resolve_device(get_format("openvino"), "cuda").type == "cpu"
+    assert _resolve_device(get_format("onnx"), "cpu").type == "cpu"
