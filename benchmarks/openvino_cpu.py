@@ -32,6 +32,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from cpu_infer import cpu_facts, macs_per_image, train_on_sample  # noqa: E402
 
 from rn50.bench.timing import ratio_stats, round_order, timed_loop  # noqa: E402
+from rn50.env import git_commit, package_versions  # noqa: E402
 from rn50.export import export_model, load_artifact  # noqa: E402
 from rn50.export.sidecar import sidecar_path  # noqa: E402
 from rn50.io import atomic_write_json, atomic_write_text  # noqa: E402
@@ -180,7 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         "rounds": args.rounds, "iters_per_round": args.iters, "checkpoint": str(ckpt),
         "gmac_per_image": macs / 1e9, "ceiling_img_s_per_round": rates["ceiling"],
         "load_before": load_before, "load_after": load_after, "rows": rows, "round_img_s": rates,
-        "versions": __import__("rn50.env", fromlist=["package_versions"]).package_versions(),
+        "versions": package_versions(), "commit": git_commit(),
     }  # fmt: skip
     cols = [("series", "series"), ("img_s", "img/s (median round)"), ("x_eager", "x eager fp32")]
     cols += [("x_ort_int8", f"x {BASE}"), ("of_ceiling", "of the integer-GEMM ceiling")]
@@ -193,7 +194,7 @@ def main(argv: list[str] | None = None) -> int:
         f"- CPU: {facts['cpu_label']} [{' '.join(facts['cpu_flags'])}], {facts['cores']} cores, {args.threads} threads",
         f"- Load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} ({facts['cores']} cores)",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in summary['versions'].items())}",
-        f"- Checkpoint: {ckpt} (the sample model benchmarks/cpu_infer.py trains)",
+        f"- Checkpoint: {ckpt} (the sample model benchmarks/cpu_infer.py trains); commit {summary['commit']}",
         f"- {args.rounds} interleaved rounds x {args.iters} iterations per series; ratios: median (min-max) of "
         "per-round ratios; the integer-GEMM ceiling (benchmarks/cpu_infer.py: ONNX Runtime MatMulInteger u8 x s8, "
         "best of 5) is "
