@@ -155,17 +155,15 @@ class _ProtoDataset(torch.utils.data.Dataset):
         return len(self.files)
 
     def __getitem__(self, i: int):
-        import random
-
         from PIL import Image
 
-        from rn50.data.transforms import random_resized_crop_box
+        from rn50.data.transforms import train_windows
 
         torch.set_num_threads(1)
         f = self.files[i]
         with Image.open(f) as im:
             w0, h0 = im.size
-            top, left, h, w = random_resized_crop_box(h0, w0, random.Random(i * 7919 + time.perf_counter_ns()))
+            top, left, h, w, _ = (int(v[0]) for v in train_windows([h0], [w0], [i * 7919 + time.perf_counter_ns()]))
             # DCT scaling by 1/2, 1/4, 1/8 only while the crop stays >= the output size (no quality loss).
             scale = 1
             while scale < 8 and min(h, w) / (scale * 2) >= IMAGE_SIZE:
@@ -175,7 +173,7 @@ class _ProtoDataset(torch.utils.data.Dataset):
             sx, sy = im.size[0] / w0, im.size[1] / h0
             box = (left * sx, top * sy, (left + w) * sx, (top + h) * sy)
             im = im.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR, box=box)
-            if random.random() < 0.5:
+            if i % 2:  # a flip for half the images
                 im = im.transpose(Image.FLIP_LEFT_RIGHT)
             x = torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1)
         return x, self.classes.index(f.parent.name)
@@ -291,19 +289,17 @@ def time_one(make: Callable[..., Iterator], root: Path, batch: int, workers: int
 
 def profile(root: Path, n: int = 64) -> dict[str, float]:
     """Mean CPU ms per image of each stage, one thread."""
-    import random
-
     from PIL import Image
     from torchvision.io import decode_jpeg, read_file
     from torchvision.transforms.v2 import functional as TF
 
-    from rn50.data.transforms import random_resized_crop_box
+    from rn50.data.transforms import train_windows
 
     torch.set_num_threads(1)
     files = sorted((root / "train").glob("*/*.JPEG"))[:n]
     blobs = [read_file(str(f)) for f in files]
-    rng = random.Random(0)
-    boxes = [random_resized_crop_box(375, 500, rng) for _ in files]
+    top, left, h, w, _ = (v.tolist() for v in train_windows([375] * len(files), [500] * len(files), range(len(files))))
+    boxes = list(zip(top, left, h, w, strict=True))
     out: dict[str, float] = {}
 
     def timed(name: str, fn: Callable[[int], object]) -> None:

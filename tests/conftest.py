@@ -18,6 +18,10 @@ def pytest_configure(config):
     if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
         config._rn50_inductor_cache = tempfile.mkdtemp(prefix="rn50-tests-inductor-")
         os.environ["TORCHINDUCTOR_CACHE_DIR"] = config._rn50_inductor_cache
+    # The dataset index (rn50.data.index) of every test folder goes here, not into the user's ~/.cache.
+    if "RN50_CACHE_DIR" not in os.environ:
+        config._rn50_cache = tempfile.mkdtemp(prefix="rn50-tests-cache-")
+        os.environ["RN50_CACHE_DIR"] = config._rn50_cache
 
 
 def pytest_unconfigure(config):
@@ -25,6 +29,10 @@ def pytest_unconfigure(config):
     if folder is not None:
         shutil.rmtree(folder, ignore_errors=True)
         os.environ.pop("TORCHINDUCTOR_CACHE_DIR", None)
+    folder = getattr(config, "_rn50_cache", None)
+    if folder is not None:
+        shutil.rmtree(folder, ignore_errors=True)
+        os.environ.pop("RN50_CACHE_DIR", None)
 
 
 def pytest_collection_modifyitems(config, items):

@@ -75,9 +75,35 @@ class _Model:
             return self.fn(x).float()
 
 
+def _score(loader, runs: dict[str, Any], names: list[str], limit: int | None, say) -> tuple[dict, dict, int, int]:
+    """One pass over the loader: per model, top-1/top-5 hits and seconds; the models' top-1 agreement; images."""
+    hits = {n: torch.zeros(2, dtype=torch.long) for n in names}  # top-1, top-5
+    seconds = dict.fromkeys(names, 0.0)
+    agree, n = 0, 0
+    for i, (images, labels) in enumerate(loader):
+        if limit is not None and i >= limit:
+            break
+        top1 = {}
+        for name in names:
+            t0 = time.perf_counter()
+            logits = runs[name](images)
+            seconds[name] += time.perf_counter() - t0
+            k = min(5, logits.shape[1])
+            top = logits.topk(k, dim=1).indices
+            hit = top.eq(labels.unsqueeze(1))
+            hits[name] += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()])
+            top1[name] = top[:, 0]
+        if "reference" in top1:
+            agree += int((top1["model"] == top1["reference"]).sum())
+        n += labels.numel()
+        say(f"{n} images")
+    return hits, seconds, agree, n
+
+
 def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
     """Accuracy of `cfg.model` (and its fp32 reference, when known) on `cfg.data`; one pass over the images."""
     from rn50.data.loaders import make_loader
+    from rn50.export.runner import math_of
     from rn50.recipes import get_recipe
 
     if cfg.batch < 1:
@@ -103,26 +129,7 @@ def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
         raise UserError(f"{cfg.data} has {len(classes)} classes but {model.path} has {model.num_classes} outputs")
     names = ["model"] + (["reference"] if reference is not None else [])
     runs = {"model": model, "reference": reference}
-    hits = {n: torch.zeros(2, dtype=torch.long) for n in names}  # top-1, top-5
-    seconds = dict.fromkeys(names, 0.0)
-    agree, n = 0, 0
-    for i, (images, labels) in enumerate(loader):
-        if cfg.limit is not None and i >= cfg.limit:
-            break
-        top1 = {}
-        for name in names:
-            t0 = time.perf_counter()
-            logits = runs[name](images)
-            seconds[name] += time.perf_counter() - t0
-            k = min(5, logits.shape[1])
-            top = logits.topk(k, dim=1).indices
-            hit = top.eq(labels.unsqueeze(1))
-            hits[name] += torch.stack([hit[:, 0].sum(), hit.any(dim=1).sum()])
-            top1[name] = top[:, 0]
-        if reference is not None:
-            agree += int((top1["model"] == top1["reference"]).sum())
-        n += labels.numel()
-        say(f"{n} images")
+    hits, seconds, agree, n = _score(loader, runs, names, cfg.limit, say)
     loader.close()
     if n == 0:
         raise UserError(f"no image of {cfg.data} could be decoded; run `rn50 data check {cfg.data}`")
@@ -135,6 +142,7 @@ def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
                 "path": str(m.path),
                 "format": m.kind,
                 "precision": m.precision,
+                "math": math_of(m.precision, cuda=False),  # every model is evaluated on the CPU
                 "top1": 100 * int(hits[name][0]) / n,
                 "top5": 100 * int(hits[name][1]) / n,
                 "img_s": n / seconds[name] if seconds[name] > 0 else None,

@@ -3,8 +3,8 @@
 Stable API (the `bench train` / `bench data` commands use it too):
     write_table(rows, columns, out_stem, title, env, notes=(), extra=None) -> {"md": Path, "csv": Path, "json": Path}
     env_lines(env) -> list[str]
-    plot_lines(series, out_png, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Path
-    line_figure(series, xlabel, ylabel, title, ...) -> matplotlib Figure (what plot_lines writes)
+    line_figure(series, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Figure
+    save_png(figure, out_png) -> Path
     file_tag(text) -> str
 `columns` is a sequence of keys or (key, header) pairs; a missing value prints as "-".
 """
@@ -81,21 +81,10 @@ def file_tag(text: str) -> str:
     return re.sub(r"[^a-z0-9.+_-]+", "-", str(text).lower()).strip("-") or "x"
 
 
-def plot_lines(
-    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
-    out_png: str | os.PathLike,
-    xlabel: str,
-    ylabel: str,
-    title: str,
-    logx: bool = False,
-    logy: bool = False,
-    labels: Mapping[str, Sequence[str]] | None = None,
-    references: Mapping[str, tuple[Sequence[float], Sequence[float]]] | None = None,
-) -> Path:
-    """`line_figure` written to `out_png` (atomically)."""
+def save_png(fig, out_png: str | os.PathLike) -> Path:
+    """A figure (e.g. `line_figure`'s) written to `out_png` atomically, then closed."""
     import matplotlib.pyplot as plt
 
-    fig = line_figure(series, xlabel, ylabel, title, logx, logy, labels, references)
     try:
         out = Path(out_png)
         with atomic_path(out) as tmp:

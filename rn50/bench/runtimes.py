@@ -8,11 +8,10 @@ through `rn50.export.export_model` / `load_artifact`: this module never re-imple
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import importlib.util
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from torch import Tensor, nn
 from rn50.env import synchronize
 from rn50.errors import UserError
 from rn50.export.formats import artifact_formats, get_format
+from rn50.export.runner import DTYPES, math_mode
 from rn50.export.sidecar import sidecar_max_batch
 
 # Artifact backends are the export formats' runtimes (rn50.export.formats): onnxruntime, torchscript, aoti, tensorrt.
@@ -31,7 +31,6 @@ ARTIFACT_BACKENDS = tuple(f.runtime for f in artifact_formats())
 VARIANTS = {"openvino-throughput": ("openvino", {"mode": "throughput"})}
 RUNTIMES = ("eager", "compile", *ARTIFACT_BACKENDS, *VARIANTS)  # what `bench infer --backend` takes
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
-DTYPES = {"fp32": torch.float32, "tf32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 
 class Skip(Exception):
@@ -57,25 +56,6 @@ class Options:
     @property
     def cuda(self) -> bool:
         return self.device.startswith("cuda")
-
-
-@contextlib.contextmanager
-def math_mode(precision: str, cuda: bool) -> Iterator[None]:
-    """fp32 means IEEE fp32 on CUDA (TF32 off: PyTorch's cuDNN default is TF32 on); tf32 turns it on.
-
-    Through the allow_tf32 flags, which every torch from 2.11 on honours: once the newer per-backend
-    fp32_precision setters are used, torch 2.14 refuses later reads of these flags (Inductor reads them).
-    """
-    if not cuda:
-        yield
-        return
-    cudnn, matmul = torch.backends.cudnn, torch.backends.cuda.matmul
-    before = (cudnn.allow_tf32, matmul.allow_tf32)
-    cudnn.allow_tf32 = matmul.allow_tf32 = precision == "tf32"
-    try:
-        yield
-    finally:
-        cudnn.allow_tf32, matmul.allow_tf32 = before
 
 
 @dataclass
@@ -226,6 +206,9 @@ class EagerRuntime(Runtime):
         return step, capture_s
 
 
+STATIC_GRAPHS = 64  # --compile-static: graphs dynamo may keep per frame (9 batch sizes x 5 precisions fit)
+
+
 class CompileRuntime(EagerRuntime):
     """torch.compile (Inductor) with weight freezing; `reduce-overhead` mode (CUDA graphs) with --cuda-graphs."""
 
@@ -239,7 +222,7 @@ class CompileRuntime(EagerRuntime):
         # freezing folds BN into the convs and treats weights as constants: the inference setting of PyTorch's
         # own benchmarks. triton.cudagraphs is what mode="reduce-overhead" sets (mode and options exclude each
         # other). dynamic=None: the first size compiles static, a second size recompiles once with a symbolic
-        # batch that serves every later size (--compile-static compiles every size on its own).
+        # batch that serves every later size (--compile-static compiles every size on its own, and keeps them all).
         options: dict[str, Any] = {"freezing": True}
         if self.opts.cuda_graphs and self.opts.cuda:
             options["triton.cudagraphs"] = True
@@ -249,14 +232,16 @@ class CompileRuntime(EagerRuntime):
     def build(self) -> None:
         t0 = time.perf_counter()
         torch._dynamo.reset()
+        if not self.opts.compile_dynamic:
+            # One static graph per batch size and series, all kept: a reset between sizes (or series) would throw
+            # away the graphs of the series timed next, which would then recompile inside their timed rounds.
+            config = torch._dynamo.config
+            config.recompile_limit = max(config.recompile_limit, STATIC_GRAPHS)
         self._base = self._prepared_module()
         self.module = self._compile()
         self.build_s = time.perf_counter() - t0
 
     def step_for(self, batch: int) -> tuple[Callable[[], Any], float]:
-        if not self.opts.compile_dynamic:
-            torch._dynamo.reset()
-            self.module = self._compile()
         step, first_s = Runtime.step_for(self, batch)
         if self.opts.cuda_graphs and self.opts.cuda:
             # cudagraph trees record on the 2nd/3rd call at a new shape: count those as build time too.
@@ -311,12 +296,6 @@ class ArtifactRuntime(Runtime):
         if self.name == "aoti" and self.opts.cuda and not torch.cuda.is_available():
             raise Skip("CUDA is not available")
 
-    def _export_precision(self) -> str:
-        # TF32 is a runtime math mode for the torch-run formats: their artifact is plain fp32.
-        if self.precision == "tf32" and self.name in ("torchscript", "aoti"):
-            return "fp32"
-        return self.precision
-
     def build(self) -> None:
         from rn50 import export
 
@@ -326,7 +305,7 @@ class ArtifactRuntime(Runtime):
             fmt = get_format(self.runtime)
             out = self.opts.workdir / f"{self.name}-{self.precision}{fmt.suffix}"
             kwargs: dict[str, Any] = dict(
-                precision=self._export_precision(),
+                precision=self.precision,
                 max_batch=self.opts.max_batch,
                 image_size=self.opts.image_size,
                 force=True,
@@ -356,9 +335,13 @@ class ArtifactRuntime(Runtime):
             raise Skip(str(e)) from None
         self.info["load_s"] = round(time.perf_counter() - t1, 3)
         self.info["artifact"] = str(path)
-        max_batch = sidecar_max_batch(getattr(self.runner, "sidecar", None) or {})
+        sidecar = getattr(self.runner, "sidecar", None) or {}
+        max_batch = sidecar_max_batch(sidecar)
         if max_batch:
             self.info["max_batch"] = max_batch
+        profile = ((sidecar.get("export") or {}).get("engine") or {}).get("optimization_profile")
+        if profile:  # TensorRT tunes its kernels for `opt`; other batch sizes run those kernels
+            self.info["trt_profile"] = f"{profile['min']}/{profile['opt']}/{profile['max']}"
         for attr in ("format", "precision", "provider"):
             value = getattr(self.runner, attr, None)
             if value is not None:

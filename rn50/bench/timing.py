@@ -7,11 +7,12 @@ p50/p90/p95/p99 come from the same samples.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -135,6 +136,27 @@ def _done(n: int, iters: int | None, min_time: float | None, min_iters: int, sta
     if iters is not None:
         return n >= iters
     return n >= min_iters and time.perf_counter() - start >= min_time
+
+
+@contextlib.contextmanager
+def cuda_settings(device: str) -> Iterator[None]:
+    """On CUDA: the GPU asked for (`cuda:N`) made current, so CUDA events, syncs and new tensors use it rather than
+    GPU 0, and cuDNN's autotuner on, as NVIDIA's own ResNet-50 benchmark sets it; both restored afterwards."""
+    if not device.startswith("cuda"):
+        yield
+        return
+    import torch
+
+    before = (torch.cuda.current_device(), torch.backends.cudnn.benchmark)
+    index = torch.device(device).index
+    if index is not None:
+        torch.cuda.set_device(index)
+    torch.backends.cudnn.benchmark = True
+    try:
+        yield
+    finally:
+        torch.cuda.set_device(before[0])
+        torch.backends.cudnn.benchmark = before[1]
 
 
 # ---------------------------------------------------------------- interleaved rounds and the figures' own checks

@@ -8,11 +8,12 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 
 
 def bench_data(
+    ctx: typer.Context,
     data: Annotated[Path, typer.Argument(help="ImageNet-layout folder (train/<class>/*.JPEG).")],
     backend: Annotated[
         list[str] | None,
@@ -33,10 +34,10 @@ def bench_data(
     split: Annotated[str, typer.Option(help="train (random crop + flip) or val (resize + centre crop).")] = "train",
     image_size: Annotated[int, typer.Option(help="Output size in pixels.")] = 224,
     device: Annotated[str, typer.Option(help=f"Where batches go: {DEVICE_HELP}.")] = "auto",
-    ceiling: Annotated[bool, typer.Option("--ceiling/--no-ceiling", help="Also time synthetic data.")] = True,
+    ceiling: Annotated[bool, switch("ceiling", help="Also time synthetic data.")] = True,
     step: Annotated[
         bool | None,
-        typer.Option("--step/--no-step", help="Also time the training step (default: on with CUDA, off on CPU)."),
+        switch("step", help="Also time the training step (default: on with CUDA, off on CPU)."),
     ] = None,
     out: Annotated[
         Path, typer.Option(help="Folder for the Markdown, CSV and JSON results, rewritten after every round.")
@@ -55,20 +56,12 @@ def bench_data(
     chosen = backend or [",".join(DEFAULT_BACKENDS)]
     backends = tuple(b.strip() for item in chosen for b in item.split(",") if b.strip())
     dev = resolve_device(device)
-    cfg = DataBenchConfig(
-        data=data,
+    cfg = bind(
+        DataBenchConfig,
+        ctx.params,
         backends=backends,
-        batch=batch,
-        workers=workers,
-        warmup=warmup,
         iters=iters if iters is not None else 50 if dev.startswith("cuda") else 150,
-        split=split,
-        image_size=image_size,
         device=dev,
-        ceiling=ceiling,
-        step=step,
-        rounds=rounds,
-        out=out,
     )
     report = run_data_bench(cfg)
     files = report.files

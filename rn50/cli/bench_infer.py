@@ -8,12 +8,13 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 from rn50.errors import UserError
 
 
 def bench_infer(
+    ctx: typer.Context,
     source: Annotated[
         Path | None, typer.Argument(help="Checkpoint or exported artifact; omit for a random-init ResNet-50.")
     ] = None,
@@ -42,7 +43,7 @@ def bench_infer(
     ] = None,
     iters: Annotated[
         int | None,
-        typer.Option(help="Timed iterations per batch size and series, over the rounds (default 50; CPU: 1.5 s)."),
+        typer.Option(help="Timed iterations per batch size and series, over the rounds (default: --min-time 1.5)."),
     ] = None,
     min_time: Annotated[
         float | None,
@@ -51,18 +52,12 @@ def bench_infer(
     rounds: Annotated[
         int, typer.Option(help="Interleaved rounds of all series per batch size; speedups are medians over rounds.")
     ] = 5,
-    cuda_graphs: Annotated[
-        bool, typer.Option("--cuda-graphs/--no-cuda-graphs", help="Replay CUDA graphs (eager, compile).")
-    ] = False,
-    include_h2d: Annotated[
-        bool, typer.Option("--include-h2d/--no-include-h2d", help="Time the host-to-device input copy too.")
-    ] = False,
-    channels_last: Annotated[
-        bool, typer.Option("--channels-last/--no-channels-last", help="NHWC memory format for eager/compile.")
-    ] = True,
+    cuda_graphs: Annotated[bool, switch("cuda-graphs", help="Replay CUDA graphs (eager, compile).")] = False,
+    include_h2d: Annotated[bool, switch("include-h2d", help="Time the host-to-device input copy too.")] = False,
+    channels_last: Annotated[bool, switch("channels-last", help="NHWC memory format for eager/compile.")] = True,
     compile_dynamic: Annotated[
         bool,
-        typer.Option("--compile-dynamic/--compile-static", help="compile: one symbolic-batch graph, or one per size."),
+        switch("compile-dynamic", off="compile-static", help="compile: one symbolic-batch graph, or one per size."),
     ] = True,
     images: Annotated[
         Path | None, typer.Option(help="Real images (ImageNet layout) for top-1 agreement; int8 calibrates on train/.")
@@ -70,12 +65,8 @@ def bench_infer(
     calib_dir: Annotated[
         Path | None, typer.Option(help="Calibration images for int8 (default: from --images).")
     ] = None,
-    baseline: Annotated[
-        bool, typer.Option("--baseline/--no-baseline", help="Also run eager fp32 for the speedup column.")
-    ] = True,
-    verify: Annotated[
-        bool, typer.Option("--verify/--no-verify", help="Exports prove parity with eager PyTorch before timing.")
-    ] = True,
+    baseline: Annotated[bool, switch("baseline", help="Also run eager fp32 for the speedup column.")] = True,
+    verify: Annotated[bool, switch("verify", help="Exports prove parity with eager PyTorch before timing.")] = True,
     keep_artifacts: Annotated[
         Path | None, typer.Option(help="Keep the exported artifacts in this folder (default: temporary).")
     ] = None,
@@ -85,35 +76,25 @@ def bench_infer(
 ) -> None:
     """Inference batch sweep: img/s and p50/p90/p95/p99 latency per backend, precision and batch size.
 
-    GPU defaults: batch 1..256, 10 warmup + 50 timed iterations per batch size. CPU defaults: batch 1..8, 3 warmup
-    + 1.5 s timed per batch size and series (about half a minute for eager alone on 2 cores). The tables are
-    rewritten after every batch size; Ctrl-C says where they are."""
+    GPU defaults: batch 1..256, 10 warmup + 1.5 s timed per batch size and series (a window long enough to trust,
+    where 50 iterations of a fast backend last a fraction of a second). CPU defaults: batch 1..8, 3 warmup + 1.5 s
+    timed (about half a minute for eager alone on 2 cores). The tables are rewritten after every batch size; Ctrl-C
+    says where they are."""
     from rn50.bench.infer import InferConfig, run_infer
     from rn50.bench.runtimes import PRECISIONS, RUNTIMES
     from rn50.bench.timing import parse_batches, parse_list
 
     dev = resolve_device(device)
-    cfg = InferConfig(
-        source=source,
-        batches=parse_batches(batch if batch is not None else "1..256" if dev.startswith("cuda") else "1..8"),
+    cuda = dev.startswith("cuda")
+    cfg = bind(
+        InferConfig,
+        ctx.params,
+        batches=parse_batches(batch if batch is not None else "1..256" if cuda else "1..8"),
         backends=parse_list(backend, RUNTIMES, "backend"),
-        precisions=parse_list(precision or ("fp16" if dev.startswith("cuda") else "fp32"), PRECISIONS, "precision"),
+        precisions=parse_list(precision or ("fp16" if cuda else "fp32"), PRECISIONS, "precision"),
         device=dev,
-        image_size=image_size,
-        warmup=warmup if warmup is not None else 10 if dev.startswith("cuda") else 3,
-        iters=iters if iters is not None or min_time is not None or not dev.startswith("cuda") else 50,
-        min_time=min_time if min_time is not None or iters is not None or dev.startswith("cuda") else 1.5,
-        rounds=rounds,
-        cuda_graphs=cuda_graphs,
-        include_h2d=include_h2d,
-        channels_last=channels_last,
-        compile_dynamic=compile_dynamic,
-        images=images,
-        calib_dir=calib_dir,
-        baseline=baseline,
-        verify=verify,
-        keep_artifacts=keep_artifacts,
-        out=out,
+        warmup=warmup if warmup is not None else 10 if cuda else 3,
+        min_time=min_time if min_time is not None or iters is not None else 1.5,
     )
     result = run_infer(cfg)
     from rn50.tables import markdown_table

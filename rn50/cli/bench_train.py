@@ -7,11 +7,12 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console, print_flags
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
 
 
 def bench_train(
+    ctx: typer.Context,
     gpus: Annotated[
         int | None,
         typer.Option(help="Largest worker count per node; runs 1, 2, 4 ... N. Default: all GPUs (CPU: 2 processes)."),
@@ -46,8 +47,8 @@ def bench_train(
         int | None, typer.Option(help="Input size in pixels. Default 224 (CPU: 64).", show_default=False)
     ] = None,
     num_classes: Annotated[int, typer.Option(help="Classifier outputs.")] = 1000,
-    compile: Annotated[bool, typer.Option("--compile/--no-compile", help="torch.compile the model.")] = False,
-    sweep: Annotated[bool, typer.Option("--sweep/--no-sweep", help="Run 1, 2, 4 ... N workers, or only N.")] = True,
+    compile: Annotated[bool, switch("compile", help="torch.compile the model.")] = False,
+    sweep: Annotated[bool, switch("sweep", help="Run 1, 2, 4 ... N workers, or only N.")] = True,
     nnodes: Annotated[int, typer.Option(help="Nodes (run the same command on each).")] = 1,
     node_rank: Annotated[int, typer.Option(help="This node's rank, 0 .. nnodes-1.")] = 0,
     rdzv_endpoint: Annotated[str | None, typer.Option(help="HOST:PORT of node 0, for multi-node runs.")] = None,
@@ -74,33 +75,16 @@ def bench_train(
         import torch
 
         gpus = max(1, torch.cuda.device_count()) if device == "cuda" else min(2, os.cpu_count() or 1)
-    batch = batch if batch is not None else 8 if cpu else 256
-    warmup = warmup if warmup is not None else 2 if cpu else 20
-    iters = iters if iters is not None else 8 if cpu else 100
-    image_size = image_size if image_size is not None else 64 if cpu else 224
-    precisions = tuple(p for item in (precision or ["mixed,full"]) for p in item.split(",") if p.strip())
-    cfg = TrainBenchConfig(
+    cfg = bind(
+        TrainBenchConfig,
+        ctx.params,
         gpus=gpus,
         device=device,
-        batch=batch,
-        warmup=warmup,
-        iters=iters,
-        precisions=precisions,
-        data=data,
-        backend=backend,
-        recipe=recipe,
-        image_size=image_size,
-        num_classes=num_classes,
-        workers=workers,
-        nnodes=nnodes,
-        node_rank=node_rank,
-        rdzv_endpoint=rdzv_endpoint,
-        rdzv_timeout=rdzv_timeout,
-        out=out,
-        timeout=timeout,
-        compile=compile,
-        sweep=sweep,
-        rounds=rounds,
+        batch=batch if batch is not None else 8 if cpu else 256,
+        warmup=warmup if warmup is not None else 2 if cpu else 20,
+        iters=iters if iters is not None else 8 if cpu else 100,
+        image_size=image_size if image_size is not None else 64 if cpu else 224,
+        precisions=tuple(p for item in (precision or ["mixed,full"]) for p in item.split(",") if p.strip()),
     )
     report = run_train_bench(cfg, progress=True)
     if not report.rows:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
+from collections.abc import Mapping
 from enum import Enum
+from typing import Any
 
 import typer
 from rich.console import Console
@@ -122,3 +125,14 @@ def print_flags(flags: list[str]) -> None:
     """Each flag on its own line, on stdout beside the table it qualifies."""
     for flag in flags:
         console.print(f"[bold yellow]flag:[/] {escape(flag)}", highlight=False, soft_wrap=True)
+
+
+def bind(cls: type, params: Mapping[str, Any], **values: Any) -> Any:
+    """The dataclass `cls` from the command line's options named like its fields; `values` (derived ones) win."""
+    names = {f.name for f in dataclasses.fields(cls)}
+    return cls(**{**{k: v for k, v in params.items() if k in names}, **values})
+
+
+def switch(name: str, help: str, off: str | None = None, **kw: Any) -> Any:
+    """A typed on/off option, --NAME/--no-NAME (or --NAME/--OFF)."""
+    return typer.Option(f"--{name}/--{off or 'no-' + name}", help=help, **kw)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import console, err_console
+from rn50.cli.common import console, err_console, switch
 
 
 def demo(
@@ -23,7 +23,7 @@ def demo(
     ] = None,
     seed: Annotated[int, typer.Option(help="Training seed.")] = 0,
     force: Annotated[bool, typer.Option("--force", help="Replace an earlier demo in --out.")] = False,
-    progress: Annotated[bool, typer.Option("--progress/--no-progress", help="Progress bars.")] = True,
+    progress: Annotated[bool, switch("progress", help="Progress bars.")] = True,
 ) -> None:
     """The main job on the built-in sample: train, export ONNX fp32 + INT8 with parity, benchmark, one summary."""
     from rn50.demo import DemoConfig, run_demo, summary_markdown

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rn50.cli.common import DEVICE_HELP, console, err_console
+from rn50.cli.common import DEVICE_HELP, console, err_console, switch
 from rn50.env import resolve_device
 
 
@@ -53,11 +53,9 @@ def export(
     triton_backend: Annotated[
         str, typer.Option(help="Model inside a triton repository: onnx | torchscript | trt | openvino")
     ] = "onnx",
-    simplify: Annotated[bool, typer.Option("--simplify/--no-simplify", help="Simplify the ONNX graph (onnxsim).")] = (
-        False
-    ),
-    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Prove parity with eager PyTorch.")] = True,
-    force: Annotated[bool, typer.Option("--force/--no-force", help="Replace an existing output.")] = False,
+    simplify: Annotated[bool, switch("simplify", help="Simplify the ONNX graph (onnxsim).")] = (False),
+    verify: Annotated[bool, switch("verify", help="Prove parity with eager PyTorch.")] = True,
+    force: Annotated[bool, switch("force", help="Replace an existing output.")] = False,
     workspace_gib: Annotated[float, typer.Option(help="TensorRT builder workspace limit (GiB).")] = 4.0,
     timing_cache: Annotated[
         Path | None, typer.Option(help="TensorRT timing cache file (reused across builds).")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import command_argv, console
+from rn50.cli.common import command_argv, console, switch
 from rn50.recipes import LR_SCHEDULES, PRECISIONS
 
 DATA, OPTIM, PRECISION, DIST, CKPT, OUTPUT = "Data", "Optimisation", "Precision", "Distributed", "Checkpoints", "Output"
@@ -52,7 +52,7 @@ def train(
     ] = None,
     hflip: Annotated[
         bool | None,
-        typer.Option("--hflip/--no-hflip", help="Random horizontal flips in training.", rich_help_panel=DATA),
+        switch("hflip", help="Random horizontal flips in training.", rich_help_panel=DATA),
     ] = None,
     num_classes: Annotated[int | None, typer.Option(min=1, help="Model outputs.", rich_help_panel=DATA)] = None,
     max_skipped: Annotated[
@@ -106,9 +106,7 @@ def train(
     ] = None,
     zero_init_last: Annotated[
         bool | None,
-        typer.Option(
-            "--zero-init-last/--no-zero-init-last", help="Zero the last BN of each block.", rich_help_panel=OPTIM
-        ),
+        switch("zero-init-last", help="Zero the last BN of each block.", rich_help_panel=OPTIM),
     ] = None,
     seed: Annotated[int, typer.Option(help="Seed (each rank uses seed + rank).", rich_help_panel=OPTIM)] = 0,
     max_nonfinite: Annotated[
@@ -126,9 +124,7 @@ def train(
         MemoryFormat | None,
         typer.Option(case_sensitive=False, help="nhwc (channels_last) or nchw.", rich_help_panel=PRECISION),
     ] = None,
-    compile: Annotated[
-        bool, typer.Option("--compile/--no-compile", help="torch.compile the model.", rich_help_panel=PRECISION)
-    ] = False,
+    compile: Annotated[bool, switch("compile", help="torch.compile the model.", rich_help_panel=PRECISION)] = False,
     device: Annotated[
         Device, typer.Option(case_sensitive=False, help="auto: CUDA when present, else CPU.", rich_help_panel=DIST)
     ] = Device.auto,
@@ -190,16 +186,14 @@ def train(
     report_file: Annotated[
         Path | None, typer.Option(help="Also write the final report.md here.", rich_help_panel=OUTPUT)
     ] = None,
-    progress: Annotated[
-        bool, typer.Option("--progress/--no-progress", help="Rich progress bar.", rich_help_panel=OUTPUT)
-    ] = True,
+    progress: Annotated[bool, switch("progress", help="Rich progress bar.", rich_help_panel=OUTPUT)] = True,
     prof: Annotated[
         int | None,
         typer.Option(min=1, help="Stop each phase after N iterations (benchmarking).", rich_help_panel=OUTPUT),
     ] = None,
     training_only: Annotated[
         bool,
-        typer.Option("--training-only/--no-training-only", help="Skip validation.", rich_help_panel=OUTPUT),
+        switch("training-only", help="Skip validation.", rich_help_panel=OUTPUT),
     ] = False,
 ) -> None:
     """Train ResNet-50 v1.5 with a recipe: DALI or PyTorch data, AMP, DDP, resumable; or --evaluate a checkpoint.

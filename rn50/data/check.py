@@ -7,7 +7,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from rn50.data.folders import SPLITS, scan_folder
+from rn50.data.index import UNKNOWN, dataset_index, record_decodes
 from rn50.errors import UserError, first_line
 
 
@@ -71,27 +74,32 @@ def find_splits(root: Path) -> dict[str, Path]:
 
 
 def check_dataset(root: str | os.PathLike, workers: int | None = None) -> CheckReport:
+    """Scan and fully decode every image (once: the verdicts are kept in the dataset index the loaders read, and
+    only new or changed files are decoded again). A file is bad when its header already says it cannot be an image
+    (what the loaders check) or when a full decode fails: the files every loader skips."""
     root = Path(root)
     splits = find_splits(root)
     report = CheckReport(root=str(root))
-    images: list[str] = []
     classes_by_split: dict[str, set[str]] = {}
+    workers = workers or min(8, os.cpu_count() or 1)
     for split, folder in splits.items():
         scan = scan_folder(folder)  # the loaders' own scan: the doctor checks what training reads
         report.other_files += [str(p) for p in scan.ignored if p.is_file() or p.is_dir()]
         report.counts[split] = {c: len(paths) for c, paths in scan.images.items()}
         report.empty_classes += [f"{split}/{c}" for c, paths in scan.images.items() if not paths]
-        images += [str(p) for p, _ in scan.items()]
         classes_by_split[split] = set(scan.images)
+        files = [str(p) for p, _ in scan.items()]
+        index = dataset_index(folder, files, workers)
+        todo = np.flatnonzero(index.decoded == UNKNOWN).tolist()
+        if todo:  # new or changed files only: the others keep the verdict of an earlier check
+            chunk = max(1, len(todo) // (workers * 16))
+            with ProcessPoolExecutor(workers) as pool:
+                verdicts = pool.map(decode_error, [files[i] for i in todo], chunksize=chunk)
+                record_decodes(index, dict(zip(todo, verdicts, strict=True)))
+        report.bad_files += [(files[i], index.reason(i)) for i in np.flatnonzero(index.bad()).tolist()]
     if len(classes_by_split) == 2:
         train, val = classes_by_split["train"], classes_by_split["val"]
         report.one_split_classes = {
             s: sorted(only) for s, only in (("train", train - val), ("val", val - train)) if only
         }
-    workers = workers or min(8, os.cpu_count() or 1)
-    chunk = max(1, len(images) // (workers * 16))
-    with ProcessPoolExecutor(workers) as pool:
-        for path, err in zip(images, pool.map(decode_error, images, chunksize=chunk), strict=True):
-            if err:
-                report.bad_files.append((path, err))
     return report

@@ -1,19 +1,24 @@
 """The `dali-cpu` and `dali-gpu` backends.
 
-Decode is fused with the crop (`fn.decoders.image_slice`: only the crop window is decoded), then resize, flip and
-normalise happen inside DALI, which writes NCHW or NHWC (channels_last) float batches. Each training sample's crop
-window and flip are drawn here in Python from its augmentation seed (the same rule as the pytorch backend) and fed
-with the bytes, so a run resumed in the middle of an epoch sees exactly the crops an uninterrupted run sees: DALI's
-own random operators draw from one pipeline-wide stream that a rebuilt pipeline cannot continue.
-dali-cpu runs a CPU-only pipeline (`device_id=None`) for train and val; dali-gpu uses the mixed (nvJPEG/hardware)
-decoder. Encoded bytes are fed by us through `external_source` from the same per-rank shard as the pytorch backend,
-so each rank reads its own files, the order is resumable, and a file that fails to decode can be named, skipped
-and counted: the pipeline is rebuilt and the batch re-fed without it.
+DALI reads each file in its own threads (`fn.io.file.read`), decodes only the crop window (`fn.decoders.image_slice`:
+nvJPEG on dali-gpu, with the memory paddings NVIDIA's ImageNet pipeline uses; libjpeg-turbo on dali-cpu), resizes,
+flips, normalises and writes NCHW or NHWC (channels_last) float batches. The training thread hands DALI a few small
+arrays per batch: paths and bytes to read, labels, and each sample's crop window and flip, drawn for the whole batch
+at once from the samples' seeds (`train_windows`, the rule every backend shares) and the image sizes in the dataset
+index (`rn50.data.index`: headers are parsed once per dataset, not per image per epoch). So each rank reads its own
+shard, in the seeded per-epoch order, and a run resumed mid-epoch sees exactly the crops an uninterrupted run sees
+(DALI's own random operators draw from one pipeline-wide stream that a rebuilt pipeline cannot continue).
+
+Files the index or `rn50 data check` found bad are skipped (train: replaced by their stand-in, `refill_candidates`);
+one DALI fails on anyway is named and skipped, and its batch re-fed on a rebuilt pipeline. The pipeline is built once
+per run and uses DALI's dynamic executor (`exec_dynamic=True`): its outputs are the consumer's, so the batch reaches
+torch through DLPack as DALI's own buffer, kept alive by the tensor, with no copy in the training thread.
+dali-cpu on a CUDA device moves the uint8 images to the GPU inside DALI and normalises there.
 """
 
 from __future__ import annotations
 
-import io
+import os
 from collections import deque
 from collections.abc import Iterator
 
@@ -21,14 +26,14 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.batches import EpochShards, min_batch, refill_candidates
-from rn50.data.folders import FileList
-from rn50.data.transforms import MEAN, STD, center_crop_box, train_window
+from rn50.data.batches import Batch, LoaderSpec, min_batch, refill_candidates
+from rn50.data.transforms import MEAN, STD, center_crop_boxes, train_windows
 from rn50.errors import UserError
-from rn50.recipes import Recipe
 
-JPEG_SOI = b"\xff\xd8\xff"
-KNOWN_MAGIC = (JPEG_SOI, b"\x89PNG\r\n\x1a\n", b"BM", b"RIFF", b"II*\x00", b"MM\x00*", b"GIF8")
+DEPTH = 2  # batches in flight ahead of the consumer (schedule_run per batch)
+# nvJPEG buffer paddings from NVIDIA's ResNet-50 DALI pipeline (DeepLearningExamples), so that ImageNet's larger
+# images do not make it reallocate mid-run.
+DEVICE_MEMORY_PADDING, HOST_MEMORY_PADDING = 211025920, 140544512
 
 
 def import_dali():
@@ -41,113 +46,36 @@ def import_dali():
     return fn, pipeline_def, types
 
 
-def read_encoded(path: str) -> tuple[np.ndarray | None, str]:
-    """The file's bytes, or (None, reason) when they cannot be an image: empty, unknown format, truncated JPEG."""
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except OSError as e:
-        return None, f"unreadable: {e}"
-    if data.size == 0:
-        return None, "empty file"
-    head = data[:8].tobytes()
-    if not any(head.startswith(m) for m in KNOWN_MAGIC):
-        return None, "not a known image format (bad magic bytes)"
-    if head.startswith(JPEG_SOI):
-        end = jpeg_end(data)
-        if end is None:
-            return None, "truncated JPEG (no end-of-image marker)"
-        data = data[:end]  # bytes after the end-of-image marker (common in scraped files) are not the image
-    return data, ""
-
-
-EXIF_ORIENTATION = 0x0112
-
-
-def oriented_size(data: np.ndarray) -> tuple[int, int] | None:
-    """(height, width) of the image as decoders show it (EXIF orientation applied), read from its header only;
-    None if the header cannot be read."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data.tobytes())) as im:
-            width, height = im.size
-            try:
-                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
-            except Exception:  # noqa: BLE001 - a broken EXIF block: decoders ignore it too
-                orientation = 1
-    except Exception:  # noqa: BLE001 - PIL raises many types for data it cannot parse
-        return None
-    if orientation in (5, 6, 7, 8):  # transposed or rotated by 90/270 degrees
-        width, height = height, width
-    return height, width
-
-
-def jpeg_end(data: np.ndarray) -> int | None:
-    """Offset just past the end-of-image marker that closes the image, or None if the data stops first.
-
-    Walks the marker segments (so a thumbnail's own markers inside APP1 are skipped) and finds the end of each
-    entropy-coded scan with one vectorised search: in scan data 0xFF is followed by 0x00 (a stuffed byte) or a
-    restart marker, anything else is the next marker. Bytes after the end marker are allowed, as libjpeg and PIL
-    allow them.
-    """
-    n = int(data.size)
-    ff = np.flatnonzero(data[:-1] == 0xFF)
-    following = data[ff + 1]
-    is_marker = (following != 0x00) & (following != 0xFF) & ~((following >= 0xD0) & (following <= 0xD7))
-    markers = ff[is_marker]
-    pos = 2
-    while pos + 1 < n:
-        if data[pos] != 0xFF:  # junk between segments: libjpeg skips to the next marker, so do we
-            i = int(np.searchsorted(markers, pos))
-            if i == len(markers):
-                return None
-            pos = int(markers[i])
-            continue
-        code = int(data[pos + 1])
-        if code == 0xFF:  # fill byte
-            pos += 1
-        elif code == 0xD9:
-            return pos + 2
-        elif code in (0x01, 0xD8) or 0xD0 <= code <= 0xD7:  # markers without a length
-            pos += 2
-        else:
-            if pos + 3 >= n:
-                return None
-            pos += 2 + (int(data[pos + 2]) << 8 | int(data[pos + 3]))
-            if code == 0xDA:  # a scan: its entropy-coded data runs to the next marker
-                i = int(np.searchsorted(markers, pos))
-                if i == len(markers):
-                    return None
-                pos = int(markers[i])
-    return None
+def path_matrix(files: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """The paths as one (n, longest) uint8 array of their bytes, zero-padded, and their lengths: a batch's paths are
+    one gather."""
+    encoded = [os.fsencode(f) for f in files]
+    lengths = np.fromiter(map(len, encoded), np.int32, len(encoded))
+    longest = int(lengths.max(initial=1))
+    padded = b"".join(e.ljust(longest, b"\0") for e in encoded)
+    return np.frombuffer(padded, np.uint8).reshape(len(encoded), longest), lengths
 
 
 class DaliLoader:
-    def __init__(
-        self,
-        files: FileList,
-        recipe: Recipe,
-        device: torch.device,
-        rank: int,
-        world_size: int,
-        seed: int,
-        workers: int,
-        accumulation: int = 1,
-        gpu: bool = False,
-    ) -> None:
+    def __init__(self, spec: LoaderSpec, gpu: bool = False) -> None:
         import_dali()
+        files, recipe = spec.files, spec.recipe
         self.files = files
-        self.train = files.split == "train"
-        self.recipe, self.device, self.gpu = recipe, device, gpu
+        self.train = spec.train
+        self.recipe, self.device, self.gpu = recipe, spec.device, gpu
         self.batch_size = recipe.batch_size
-        self.rank, self.world_size, self.seed, self.accumulation = rank, world_size, seed, accumulation
-        self.threads = max(1, workers)
+        self.threads = max(1, spec.workers)
         self.channels_last = recipe.memory_format == "channels_last"
         self.bad_files: list[tuple[str, str]] = []
-        self._bad_set: set[str] = set()
+        self._named: set[str] = set()
+        self.index = spec.index
+        self._bad = self.index.bad()
+        self._paths, self._path_len = path_matrix(files.files)
+        self._labels = np.asarray(files.labels, np.int32)
         self._pipe = None
-        self.prefetch_batches = 2  # batches in flight ahead of the consumer (schedule_run per batch, see __iter__)
-        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
+        self._in_flight: deque = deque()  # the batches scheduled on the pipeline and not yet taken
+        self.prefetch_batches = DEPTH
+        self.shards = spec.shards()
         self.num_samples = self.shards.num_samples()
 
     def __len__(self) -> int:
@@ -158,159 +86,157 @@ class DaliLoader:
 
     def close(self) -> None:
         self._pipe = None
+        self._in_flight.clear()
 
     def _build(self):
         fn, pipeline_def, types = import_dali()
-        size = self.recipe.image_size
-        decoder_device = "mixed" if self.gpu else "cpu"
+        size, cuda = self.recipe.image_size, self.device.type == "cuda"
+        nvjpeg = dict(device_memory_padding=DEVICE_MEMORY_PADDING, host_memory_padding=HOST_MEMORY_PADDING)
 
         @pipeline_def(
-            batch_size=self.recipe.batch_size,
+            batch_size=self.batch_size,
             num_threads=self.threads,
-            device_id=(self.device.index or 0) if self.gpu else None,
-            # Nothing random is drawn inside DALI (crops and flips come from the samples' seeds); fixed anyway.
-            seed=(self.seed * 1_000_003 + self.rank * 17) % 2**31,
-            prefetch_queue_depth=1,  # we keep two batches in flight ourselves (schedule_run per batch)
+            device_id=(self.device.index or 0) if cuda else None,
+            exec_dynamic=True,  # outputs handed over (DLPack, no copy); batch k+1 runs while k is consumed
+            prefetch_queue_depth=1,  # the DEPTH batches in flight are scheduled by us (schedule_run per batch)
+            seed=0,  # nothing random is drawn inside DALI: crops and flips come from the samples' seeds
         )
         def pipe():
-            encoded = fn.external_source(name="encoded", dtype=types.UINT8, ndim=1)
-            labels = fn.external_source(name="labels", dtype=types.INT64, ndim=0)
-            # The window (train: the sample's seeded crop; val: the centre crop of eval_resize) comes from Python,
-            # the same rule as the pytorch backends; the decoder decodes only the window.
-            anchor = fn.external_source(name="anchor", dtype=types.FLOAT, ndim=1)  # (x, y) in pixels
-            shape = fn.external_source(name="shape", dtype=types.FLOAT, ndim=1)  # (w, h) in pixels
-            mirror = fn.external_source(name="mirror", dtype=types.INT32, ndim=0)
+            path = fn.external_source(name="path", dtype=types.UINT8, ndim=1)  # zero-padded UTF-8
+            window = fn.external_source(name="window", dtype=types.FLOAT, ndim=1)  # x, y, w, h in pixels
+            ints = fn.external_source(name="ints", dtype=types.INT32, ndim=1)  # flip, label, path and file bytes
+            encoded = fn.io.file.read(path[0 : ints[2]])
+            # A JPEG ends at its end-of-image marker: scraped files often carry bytes after it that decoders reject.
+            encoded = encoded[0 : ints[3]]
             images = fn.decoders.image_slice(
                 encoded,
-                anchor,
-                shape,
-                device=decoder_device,
+                window[0:2],
+                window[2:4],
+                device="mixed" if self.gpu else "cpu",
                 output_type=types.RGB,
                 normalized_anchor=False,
                 normalized_shape=False,
+                **(nvjpeg if self.gpu else {}),
             )
             images = fn.resize(images, resize_x=size, resize_y=size, antialias=True)
+            if cuda and not self.gpu:
+                images = images.gpu()  # dali-cpu feeding a GPU: uint8 over PCIe, copied by DALI, not by us
             images = fn.crop_mirror_normalize(
                 images,
                 dtype=types.FLOAT,
                 output_layout="HWC" if self.channels_last else "CHW",
                 mean=list(MEAN),
                 std=list(STD),
-                mirror=mirror,
+                mirror=ints[0],
             )
-            if self.gpu:
-                labels = labels.gpu()
-            return images, labels
+            labels = fn.cast(ints[1], dtype=types.INT64)
+            return images, labels.gpu() if cuda else labels
 
         p = pipe()
         p.build()
         return p
 
-    def _encode_batch(self, batch: list[tuple[int, int]]) -> tuple[dict[str, object], list[tuple[int, int]]]:
-        """The pipeline's inputs for a batch (bytes, labels; in training each sample's crop window and flip drawn
-        from its augmentation seed) and the (file index, seed) pairs fed. In training a bad file's place goes to a
-        stand-in (`refill_candidates`) with the same seed, so batches keep their size. A batch too small to train
-        on comes back empty."""
-        data, labels, items, anchors, shapes, mirrors = [], [], [], [], [], []
-        n = len(self.files.files)
-        for index, aug_seed in batch:
-            for candidate in [index, *refill_candidates(index, n)] if self.train else [index]:
-                path = self.files.files[candidate]
-                if path in self._bad_set:
-                    continue
-                encoded, why = read_encoded(path)
-                size = None if encoded is None else oriented_size(encoded)
-                if encoded is not None and size is None:
-                    encoded, why = None, "unreadable image header"
-                if encoded is None:
-                    self._mark_bad(path, why)
-                    continue
-                if self.train:
-                    r = self.recipe
-                    top, left, h, w, flip = train_window(*size, aug_seed, r.crop_area, r.crop_ratio, r.hflip)
-                else:
-                    (top, left, h, w), flip = center_crop_box(*size, self.recipe.image_size), False
-                anchors.append(np.array([left, top], dtype=np.float32))
-                shapes.append(np.array([w, h], dtype=np.float32))
-                mirrors.append(int(flip))
-                data.append(encoded)
-                labels.append(self.files.labels[candidate])
-                items.append((candidate, aug_seed))
-                break
-        if len(data) < min_batch(self.train, self.batch_size):
-            return {}, []
-        inputs = {"encoded": data, "labels": np.asarray(labels, dtype=np.int64), "anchor": anchors, "shape": shapes}
-        return inputs | {"mirror": np.asarray(mirrors, dtype=np.int32)}, items
+    def _mark_bad(self, i: int, why: str = "") -> None:
+        path = self.files.files[i]
+        if path not in self._named:
+            self._named.add(path)
+            self.bad_files.append((path, why or self.index.reason(i)))
+        self._bad[i] = True
 
-    def _mark_bad(self, path: str, why: str) -> None:
-        if path not in self._bad_set:
-            self._bad_set.add(path)
-            self.bad_files.append((path, why))
+    def _usable(self, batch: Batch) -> Batch:
+        """The batch without bad files: in training each one's place goes to its first good stand-in (same seed),
+        so batches keep their size; a file marked bad is named in `bad_files` the first time a batch meets it."""
+        idx, seeds = batch
+        bad = self._bad[idx]
+        if not bad.any():
+            return batch
+        keep_idx, keep_seeds = [], []
+        for i, s in zip(idx.tolist(), seeds.tolist(), strict=True):
+            for c in [i, *refill_candidates(i, len(self._bad))] if self.train else [i]:
+                if not self._bad[c]:
+                    keep_idx.append(c)
+                    keep_seeds.append(s)
+                    break
+                self._mark_bad(c)
+        return np.asarray(keep_idx, np.int64), np.asarray(keep_seeds, np.int64)
+
+    def _inputs(self, idx: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
+        """The pipeline's inputs for a batch of good files: all per-batch array operations, no per-image Python."""
+        h, w = self.index.height[idx], self.index.width[idx]
+        if self.train:
+            r = self.recipe
+            top, left, ch, cw, flip = train_windows(h, w, seeds, r.crop_area, r.crop_ratio, r.hflip)
+        else:
+            (top, left, ch, cw), flip = center_crop_boxes(h, w, self.recipe.image_size), np.zeros(len(idx), bool)
+        ints = np.stack([flip, self._labels[idx], self._path_len[idx], self.index.end[idx]], 1)
+        return {
+            "path": self._paths[idx],
+            "window": np.stack([left, top, cw, ch], 1).astype(np.float32),
+            "ints": ints.astype(np.int32),
+        }
+
+    def _schedule(self, batch: Batch) -> bool:
+        """Feed and schedule one batch; False if too few of its files are good to train on (see min_batch)."""
+        idx, seeds = self._usable(batch)
+        if len(idx) < min_batch(self.train, self.batch_size):
+            return False
+        for name, value in self._inputs(idx, seeds).items():
+            self._pipe.feed_input(name, value)
+        self._pipe.schedule_run()
+        self._in_flight.append((batch, idx))
+        return True
 
     def _to_torch(self, images, labels) -> tuple[Tensor, Tensor]:
-        from nvidia.dali.plugin.pytorch import feed_ndarray
-
-        if self.gpu:
-            images, labels = images.as_tensor(), labels.as_tensor()
-            x = torch.empty(images.shape(), dtype=torch.float32, device=self.device)
-            y = torch.empty(labels.shape(), dtype=torch.int64, device=self.device)
-            stream = torch.cuda.current_stream(self.device)
-            feed_ndarray(images, x, cuda_stream=stream)
-            feed_ndarray(labels, y, cuda_stream=stream)
-        else:
-            x = torch.from_numpy(images.as_array())
-            y = torch.from_numpy(labels.as_array().reshape(-1))
-            x = x.to(self.device, non_blocking=True)
-            y = y.to(self.device, non_blocking=True)
+        # DLPack shares DALI's buffer; the tensor holds it until the batch is dropped (the dynamic executor does not
+        # reuse an output the consumer still holds).
+        x, y = torch.from_dlpack(images.as_tensor()), torch.from_dlpack(labels.as_tensor()).reshape(-1)
         if self.channels_last:
             x = x.permute(0, 3, 1, 2)  # NHWC storage seen as NCHW: exactly torch's channels_last layout
         return x, y
 
+    def _outputs(self):
+        if self.device.type == "cuda":  # bound to the consumer's stream: no host wait, freed in stream order
+            return self._pipe.outputs(cuda_stream=torch.cuda.current_stream(self.device))
+        return self._pipe.outputs()
+
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         todo = deque(self.shards.remaining())
-        while todo:
-            pipe = self._build()
-            in_flight: deque = deque()
+        if self._pipe is None:
+            self._pipe = self._build()
+        while self._in_flight:  # left by an iteration that stopped early: made for batches nobody asked for now
+            self._pipe.outputs()
+            self._in_flight.popleft()
+        while todo or self._in_flight:
             try:
-                while todo or in_flight:
-                    while todo and len(in_flight) < 2:
-                        inputs, items = self._encode_batch(todo.popleft())
-                        if not items:
-                            continue
-                        for name, value in inputs.items():
-                            pipe.feed_input(name, value)
-                        pipe.schedule_run()
-                        in_flight.append(items)
-                    if not in_flight:
-                        break
-                    outputs = pipe.outputs()
-                    in_flight.popleft()
-                    images, labels = self._to_torch(*outputs)
-                    yield images, labels
-            except StopIteration:
-                return
+                while todo and len(self._in_flight) < DEPTH:
+                    self._schedule(todo.popleft())
+                if not self._in_flight:
+                    break
+                outputs = self._outputs()
             except Exception as e:  # DALI raises RuntimeError subclasses; one bad file must not end the run
-                if not in_flight:
+                if not self._in_flight:
                     raise
-                failed = in_flight.popleft()
-                if not self._find_undecodable([self.files.files[i] for i, _ in failed], str(e)):
+                batch, idx = self._in_flight.popleft()
+                if not self._find_undecodable(idx, str(e)):
                     raise
                 # Re-feed the failed batch without the bad files (each sample keeps its seed, so its crop), then
-                # whatever was in flight behind it.
-                for items in reversed([failed, *in_flight]):
-                    todo.appendleft(items)
-            finally:
-                del pipe
+                # whatever was in flight behind it, on a new pipeline (DALI's is unusable after an error).
+                todo.extendleft(reversed([batch, *(b for b, _ in self._in_flight)]))
+                self._in_flight.clear()
+                self._pipe = self._build()
+                continue
+            self._in_flight.popleft()
+            yield self._to_torch(*outputs)
 
-    def _find_undecodable(self, paths: list[str], error: str) -> list[str]:
+    def _find_undecodable(self, idx: np.ndarray, error: str) -> list[int]:
         """Files DALI choked on: the one the error names, else each file that PIL cannot fully decode."""
         from rn50.data.check import decode_error
 
-        named = [p for p in paths if p in error]
+        named = [i for i in idx.tolist() if self.files.files[i] in error]
         found = []
-        for p in named or paths:
-            why = decode_error(p)
-            if why is not None or p in named:
-                self._mark_bad(p, why or "DALI could not decode it")
-                found.append(p)
+        for i in named or idx.tolist():
+            why = decode_error(self.files.files[i])
+            if why is not None or i in named:
+                self._mark_bad(i, why or "DALI could not decode it")
+                found.append(i)
         return found

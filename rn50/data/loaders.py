@@ -15,8 +15,9 @@ from typing import Protocol
 import torch
 from torch import Tensor
 
-from rn50.data.batches import shard_batches
+from rn50.data.batches import LoaderSpec, shard_batches
 from rn50.data.folders import FileList, list_split
+from rn50.data.index import ImageIndex, dataset_index
 from rn50.errors import UserError
 from rn50.recipes import DATA_BACKENDS, Recipe
 
@@ -32,13 +33,15 @@ class Loader(Protocol):
     def close(self) -> None: ...
 
 
-def require_decodable(files: FileList) -> None:
-    """Refuse a split with no image that decodes (checked in file order until one does: one file, normally)."""
+def require_decodable(files: FileList, index: ImageIndex) -> None:
+    """Refuse a split with no image that decodes (checked in file order, past the files the index found bad, until
+    one does: one file, normally)."""
     from rn50.data.check import decode_error
 
+    bad = index.bad()
     first = None
-    for path in files.files:
-        why = decode_error(path)
+    for i, path in enumerate(files.files):
+        why = index.reason(i) if bad[i] else decode_error(path)
         if why is None:
             return
         first = first or (path, why)
@@ -99,19 +102,22 @@ def make_loader(
         raise UserError(f"the {backend} backend needs a data folder")
     files = list_split(root, split)
     check_classes(files, recipe)
-    require_decodable(files)
+    index = dataset_index(Path(root) / split, files.files, max(1, workers))  # headers parsed once per dataset
+    require_decodable(files, index)
     # The recipe derives gradient accumulation (and refuses an optimizer batch that is no multiple of the world's).
     accumulation = recipe.replace(gpus=world_size).accumulation_steps
+    spec = LoaderSpec(files, recipe, device, rank, world_size, seed, workers, accumulation, index)
     if backend == "pytorch":
         from rn50.data.torch_loader import TorchLoader
 
-        return TorchLoader(files, recipe, device, rank, world_size, seed, workers, accumulation)
+        return TorchLoader(spec)
     if backend == "pytorch-gpu":
         from rn50.data.gpu_decode import GpuDecodeLoader
 
-        return GpuDecodeLoader(files, recipe, device, rank, world_size, seed, workers, accumulation)
+        return GpuDecodeLoader(spec)
     if backend == "dali-gpu" and device.type != "cuda":
         raise UserError("--data-backend dali-gpu needs a CUDA GPU; use dali-cpu or pytorch on CPU")
     from rn50.data.dali import DaliLoader
 
-    return DaliLoader(files, recipe, device, rank, world_size, seed, workers, accumulation, gpu=backend == "dali-gpu")
+    gpu = backend == "dali-gpu"
+    return DaliLoader(spec, gpu=gpu)

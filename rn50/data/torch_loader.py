@@ -11,12 +11,14 @@ import warnings
 import weakref
 from collections.abc import Iterator
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from rn50.data.batches import EpochShards, min_batch, normalize_on_device, refill_candidates, torch_memory_format
+from rn50.data.batches import LoaderSpec, min_batch, normalize_on_device, refill_candidates, torch_memory_format
 from rn50.data.folders import FileList
-from rn50.data.transforms import crop_resize_flip, decode_rgb
+from rn50.data.index import ImageIndex
+from rn50.data.transforms import crop_resize_flip, decode_rgb, sample_windows
 from rn50.errors import first_line
 from rn50.recipes import Recipe
 
@@ -27,36 +29,53 @@ warnings.filterwarnings("once", message="This DataLoader will create", category=
 
 
 class ImageDataset(torch.utils.data.Dataset):
-    """Items are (index, augmentation seed) -> (uint8 CHW image or None, label, [(bad path, reason), ...]).
+    """Batches of (index, augmentation seed) -> [(uint8 CHW image or None, label, [(bad path, reason), ...]), ...].
 
-    In training an undecodable file is replaced by the first decodable of its `refill_candidates`."""
+    Files the dataset index found bad are not opened; in training a file that cannot be used is replaced by the first
+    usable of its `refill_candidates`. The batch's crop windows are drawn at once (`sample_windows`) from the image
+    sizes in the index, each image cropped as soon as it is decoded."""
 
-    def __init__(self, files: FileList, recipe: Recipe, train: bool) -> None:
-        self.files, self.labels = files.files, files.labels
-        self.image_size, self.train = recipe.image_size, train
-        self.crop_area, self.crop_ratio, self.hflip = recipe.crop_area, recipe.crop_ratio, recipe.hflip
+    def __init__(self, files: FileList, recipe: Recipe, train: bool, index: ImageIndex) -> None:
+        self.files, self.labels, self.train = files.files, files.labels, train
+        self.image_size = recipe.image_size
+        self.augment = (recipe.image_size, recipe.crop_area, recipe.crop_ratio, recipe.hflip)
+        self.height, self.width = index.height, index.width
+        self.known_bad = {int(i): index.reason(int(i)) for i in np.flatnonzero(index.bad())}
 
     def __len__(self) -> int:
         return len(self.files)
 
-    def __getitem__(self, item: tuple[int, int]):
-        index, aug_seed = item
+    def _decode(self, index: int) -> tuple[Tensor | None, int, list[tuple[str, str]]]:
+        """(image or None, the file used, bad files met on the way)."""
         bad: list[tuple[str, str]] = []
-        candidates = [index, *refill_candidates(index, len(self.files))] if self.train else [index]
-        for index in candidates:
-            path = self.files[index]
-            try:
-                image = decode_rgb(path)
-            except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
-                bad.append((path, first_line(e, 200, typed=True)))
+        for c in [index, *refill_candidates(index, len(self.files))] if self.train else [index]:
+            if c in self.known_bad:
+                bad.append((self.files[c], self.known_bad[c]))
                 continue
-            return self._transform(image, aug_seed), self.labels[index], bad
-        return None, None, bad
+            try:
+                return decode_rgb(self.files[c]), c, bad
+            except Exception as e:  # any decoder failure means this one file is unusable: skip it, keep training
+                bad.append((self.files[c], first_line(e, 200, typed=True)))
+        return None, index, bad
 
-    def _transform(self, image: Tensor, aug_seed: int) -> Tensor:
-        return crop_resize_flip(
-            image, aug_seed, self.train, self.image_size, self.crop_area, self.crop_ratio, self.hflip
-        )
+    def __getitems__(self, items: list[tuple[int, int]]) -> list:
+        idx, seeds = [i for i, _ in items], [s for _, s in items]
+        windows = zip(*sample_windows(self.height[idx], self.width[idx], seeds, self.train, *self.augment), strict=True)
+        out = []
+        for i, seed, window in zip(idx, seeds, windows, strict=True):
+            image, used, bad = self._decode(i)
+            if image is None:
+                out.append((None, None, bad))
+                continue
+            if used != i or tuple(image.shape[1:]) != (self.height[used], self.width[used]):  # a stand-in
+                window = [
+                    v[0] for v in sample_windows([image.shape[1]], [image.shape[2]], [seed], self.train, *self.augment)
+                ]
+            out.append((crop_resize_flip(image, window, self.image_size), self.labels[used], bad))
+        return out
+
+    def __getitem__(self, item: tuple[int, int]):
+        return self.__getitems__([item])[0]
 
 
 def collate(samples: list) -> tuple[Tensor, Tensor, list[tuple[str, str]]]:
@@ -141,37 +160,30 @@ class _EpochBatches:
         self.owner = owner
 
     def __iter__(self):
-        return iter(self.owner.shards.remaining())
+        for idx, seeds in self.owner.shards.remaining():
+            yield list(zip(idx.tolist(), seeds.tolist(), strict=True))
 
     def __len__(self) -> int:
         return len(self.owner.shards.remaining())
 
 
 class TorchLoader:
-    def __init__(
-        self,
-        files: FileList,
-        recipe: Recipe,
-        device: torch.device,
-        rank: int,
-        world_size: int,
-        seed: int,
-        workers: int,
-        accumulation: int = 1,
-    ) -> None:
+    def __init__(self, spec: LoaderSpec) -> None:
+        files, recipe, device, workers, index = spec.files, spec.recipe, spec.device, spec.workers, spec.index
         self.files = files
-        self.train = files.split == "train"
-        self.batch_size, self.rank, self.world_size = recipe.batch_size, rank, world_size
-        self.seed, self.accumulation, self.device = seed, accumulation, device
+        self.index = index
+        self.train = spec.train
+        self.batch_size, self.rank, self.world_size = recipe.batch_size, spec.rank, spec.world_size
+        self.seed, self.accumulation, self.device = spec.seed, spec.accumulation, device
         self.memory_format = torch_memory_format(recipe.memory_format)
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
         self._min_batch = min_batch(self.train, self.batch_size)
-        self.shards = EpochShards(len(files), self.batch_size, rank, world_size, self.train, seed, accumulation)
+        self.shards = spec.shards()
         _OPEN.add(self)
         pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
-            self._dataset(files, recipe),
+            self._dataset(files, recipe, self.index),
             batch_sampler=_EpochBatches(self),
             num_workers=workers,
             collate_fn=self._collate(),
@@ -183,9 +195,9 @@ class TorchLoader:
         self.prefetch_batches = PREFETCH_FACTOR * workers  # batches made ahead of the consumer (bench data settles)
         self.num_samples = self.shards.num_samples()
 
-    def _dataset(self, files: FileList, recipe: Recipe) -> torch.utils.data.Dataset:
-        """What the workers do per sample (here: decode and augment; the pytorch-gpu backend only reads)."""
-        return ImageDataset(files, recipe, self.train)
+    def _dataset(self, files: FileList, recipe: Recipe, index: ImageIndex) -> torch.utils.data.Dataset:
+        """What the workers do per batch (here: decode and augment; the pytorch-gpu backend only reads)."""
+        return ImageDataset(files, recipe, self.train, index)
 
     def _collate(self):
         return collate

@@ -7,7 +7,6 @@ import contextlib
 import functools
 import math
 import os
-import random
 import warnings
 from pathlib import Path
 
@@ -51,54 +50,89 @@ def eval_resize(image_size: int) -> int:
     return round(image_size * 256 / 224)
 
 
-def random_resized_crop_box(
-    height: int,
-    width: int,
-    rng: random.Random,
-    crop_area: tuple[float, float] = CROP_AREA,
-    crop_ratio: tuple[float, float] = CROP_RATIO,
-) -> tuple[int, int, int, int]:
-    """(top, left, h, w) with area in `crop_area` of the image and aspect (w/h) in `crop_ratio`; the largest centre
-    crop within `crop_ratio` as fallback (torchvision's RandomResizedCrop rule)."""
-    area = height * width
-    log_ratio = (math.log(crop_ratio[0]), math.log(crop_ratio[1]))
-    for _ in range(10):
-        target = area * rng.uniform(*crop_area)
-        ratio = math.exp(rng.uniform(*log_ratio))
-        w = round(math.sqrt(target * ratio))
-        h = round(math.sqrt(target / ratio))
-        if 0 < w <= width and 0 < h <= height:
-            return rng.randint(0, height - h), rng.randint(0, width - w), h, w
-    ratio = width / height
-    if ratio < crop_ratio[0]:
-        w, h = width, round(width / crop_ratio[0])
-    elif ratio > crop_ratio[1]:
-        h, w = height, round(height * crop_ratio[1])
-    else:
-        w, h = width, height
-    h, w = max(1, min(h, height)), max(1, min(w, width))
-    return (height - h) // 2, (width - w) // 2, h, w
+CROP_TRIES = 10  # area/aspect draws before the centre-crop fallback (torchvision's RandomResizedCrop)
 
 
-def train_window(
-    height: int,
-    width: int,
-    aug_seed: int,
+def seeded_uniforms(seeds, k: int):
+    """(n, k) float64 in [0, 1), a pure function of each sample's seed (SplitMix64 of seed + j * golden ratio):
+    vectorised over a batch, and the same numbers whichever backend, worker or rank draws them."""
+    import numpy as np
+
+    x = np.asarray(seeds, dtype=np.int64).astype(np.uint64)[:, None]
+    x = x + np.arange(1, k + 1, dtype=np.uint64) * np.uint64(0x9E3779B97F4A7C15)
+    x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    x ^= x >> np.uint64(31)
+    return (x >> np.uint64(11)).astype(np.float64) * 2.0**-53
+
+
+def train_windows(
+    heights,
+    widths,
+    seeds,
     crop_area: tuple[float, float] = CROP_AREA,
     crop_ratio: tuple[float, float] = CROP_RATIO,
     hflip: bool = True,
-) -> tuple[int, int, int, int, bool]:
-    """(top, left, h, w, flip) of a training sample, drawn from its augmentation seed only: the one rule every file
-    backend uses, so they take the same crops and a resumed run sees the crops an uninterrupted one does."""
-    rng = random.Random(aug_seed)
-    top, left, h, w = random_resized_crop_box(height, width, rng, crop_area, crop_ratio)
-    return top, left, h, w, hflip and rng.random() < 0.5
+):
+    """(top, left, h, w, flip) int64/bool arrays: each training sample's crop window and flip, drawn from its
+    augmentation seed only (torchvision's RandomResizedCrop rule: area in `crop_area` of the image, aspect w/h
+    log-uniform in `crop_ratio`, up to CROP_TRIES draws, else the largest centre crop within `crop_ratio`).
+
+    The one rule every file backend uses, for a whole batch at once: they take the same crops, and a resumed run
+    sees the crops an uninterrupted one does."""
+    import numpy as np
+
+    # (A size of 0 is a file the index found bad: its window is never used, only kept finite.)
+    H, W = np.maximum(np.asarray(heights, np.float64), 1), np.maximum(np.asarray(widths, np.float64), 1)
+    u = seeded_uniforms(seeds, 2 * CROP_TRIES + 3)
+    t = CROP_TRIES
+    target = (H * W)[:, None] * (crop_area[0] + (crop_area[1] - crop_area[0]) * u[:, :t])
+    lo, hi = math.log(crop_ratio[0]), math.log(crop_ratio[1])
+    ratio = np.exp(lo + (hi - lo) * u[:, t : 2 * t])
+    w, h = np.rint(np.sqrt(target * ratio)), np.rint(np.sqrt(target / ratio))
+    fits = (w >= 1) & (w <= W[:, None]) & (h >= 1) & (h <= H[:, None])
+    found, first, rows = fits.any(1), fits.argmax(1), np.arange(len(H))
+    # The fallback: the whole image, cut to the nearest aspect in crop_ratio, centred.
+    aspect = W / H
+    fh = np.where(aspect < crop_ratio[0], np.rint(W / crop_ratio[0]), H).clip(1, H)
+    fw = np.where(aspect > crop_ratio[1], np.rint(H * crop_ratio[1]), W).clip(1, W)
+    h, w = np.where(found, h[rows, first], fh), np.where(found, w[rows, first], fw)
+    top = np.where(found, np.floor(u[:, 2 * t] * (H - h + 1)), (H - h) // 2)
+    left = np.where(found, np.floor(u[:, 2 * t + 1] * (W - w + 1)), (W - w) // 2)
+    flip = (u[:, 2 * t + 2] < 0.5) & hflip
+    return top.astype(np.int64), left.astype(np.int64), h.astype(np.int64), w.astype(np.int64), flip
 
 
-def center_crop_box(height: int, width: int, image_size: int) -> tuple[int, int, int, int]:
-    """The region that `resize shorter side to eval_resize(size), centre crop size` keeps, in source pixels."""
-    side = max(1, min(height, width, round(min(height, width) * image_size / eval_resize(image_size))))
-    return (height - side) // 2, (width - side) // 2, side, side
+def center_crop_boxes(heights, widths, image_size: int):
+    """(top, left, side, side) int64 arrays: the region that `resize shorter side to eval_resize(size), centre crop
+    size` keeps, in source pixels, for a whole batch."""
+    import numpy as np
+
+    H, W = np.asarray(heights, np.int64), np.asarray(widths, np.int64)
+    short = np.minimum(H, W)
+    side = np.maximum(1, np.minimum(short, np.rint(short * image_size / eval_resize(image_size)).astype(np.int64)))
+    return (H - side) // 2, (W - side) // 2, side, side
+
+
+def sample_windows(
+    heights,
+    widths,
+    seeds,
+    train: bool,
+    image_size: int,
+    crop_area: tuple[float, float] = CROP_AREA,
+    crop_ratio: tuple[float, float] = CROP_RATIO,
+    hflip: bool = True,
+):
+    """(top, left, h, w, flip) arrays for a batch: train draws each sample's window and flip from its seed
+    (`train_windows`), eval takes the centre crop of `eval_resize` (`center_crop_boxes`), unflipped. The one
+    geometry of every file backend's train and val batches and of the export/benchmark eval images."""
+    import numpy as np
+
+    if train:
+        return train_windows(heights, widths, seeds, crop_area, crop_ratio, hflip)
+    top, left, h, w = center_crop_boxes(heights, widths, image_size)
+    return top, left, h, w, np.zeros(len(top), bool)
 
 
 def preprocess_info(image_size: int = 224) -> dict:
@@ -168,33 +202,21 @@ def decode_rgb(path: str | os.PathLike) -> Tensor:
     return torch.from_numpy(np.asarray(im).copy()).permute(2, 0, 1).contiguous()
 
 
-def crop_resize_flip(
-    image: Tensor,
-    aug_seed: int,
-    train: bool,
-    image_size: int,
-    crop_area: tuple[float, float] = CROP_AREA,
-    crop_ratio: tuple[float, float] = CROP_RATIO,
-    hflip: bool = True,
-) -> Tensor:
-    """uint8 CHW image (any device) -> image_size x image_size: train takes the sample's seeded crop window and flip
-    (`train_window`), eval the centre crop of `eval_resize` (`center_crop_box`); only the kept pixels are resized.
-    The one geometry of every file backend's train and val batches and of the export/benchmark eval images."""
+def crop_resize_flip(image: Tensor, window, image_size: int) -> Tensor:
+    """uint8 CHW image (any device) -> image_size x image_size: the window's pixels (top, left, h, w, flip; one
+    row of `sample_windows`), and only those, resized, then flipped if asked."""
     from torchvision.transforms.v2 import functional as TF
 
-    _, height, width = image.shape
-    if train:
-        top, left, h, w, flip = train_window(height, width, aug_seed, crop_area, crop_ratio, hflip)
-    else:
-        top, left, h, w = center_crop_box(height, width, image_size)
-        flip = False
+    top, left, h, w, flip = (int(v) for v in window)
     image = TF.resize(image[:, top : top + h, left : left + w], [image_size, image_size], antialias=True)
     return image.flip(-1) if flip else image
 
 
 def eval_image(path: str | os.PathLike, image_size: int = 224) -> Tensor:
     """One file as the val loader gives it: float32 CHW, centre crop, normalised (bitwise the pytorch backend's)."""
-    return normalize(crop_resize_flip(decode_rgb(path), 0, False, image_size))
+    image = decode_rgb(path)
+    window = [v[0] for v in sample_windows([image.shape[1]], [image.shape[2]], [0], False, image_size)]
+    return normalize(crop_resize_flip(image, window, image_size))
 
 
 def list_images(root: str | os.PathLike) -> list[tuple[Path, str]]:

@@ -38,7 +38,7 @@ from rn50.export.formats import (
     packaged_format,
 )
 from rn50.export.images import builtin_sample, image_folder, load_images
-from rn50.export.runner import Runner
+from rn50.export.runner import Runner, math_mode, math_of
 from rn50.export.sidecar import build_sidecar, read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
@@ -140,6 +140,21 @@ def _resolve_device(fmt: Format, device: str) -> torch.device:
     return dev
 
 
+def _parity_device(fmt: Format, dev: torch.device, precision: str) -> torch.device:
+    """Where the parity check runs: the export device, except that an ONNX model is checked on ONNX Runtime's CPU
+    provider when the installed ONNX Runtime has no CUDA one (onnxruntime rather than onnxruntime-gpu)."""
+    if fmt.runtime != "onnxruntime" or dev.type != "cuda":
+        return dev
+    from rn50.export.onnx import cuda_provider_available
+
+    if cuda_provider_available():
+        return dev
+    if precision == "tf32":
+        raise UserError("tf32 ONNX runs on ONNX Runtime's CUDA provider: pip install onnxruntime-gpu (or use fp32)")
+    log.warning("ONNX Runtime has no CUDA provider here (onnxruntime, not onnxruntime-gpu): parity checked on the CPU")
+    return torch.device("cpu")
+
+
 def export_model(
     source: str | os.PathLike | nn.Module,
     fmt: str,
@@ -166,6 +181,7 @@ def export_model(
     if (out.exists() or sidecar_path(out).exists()) and not opts.force:
         raise UserError(f"{out} already exists; pass --force to replace it")
     dev = _resolve_device(record, opts.device)
+    check_dev = _parity_device(record, dev, precision) if opts.verify else dev
     opts = dataclasses.replace(opts, device=str(dev))
     model, provenance = _resolve_source(source)
     model = model.eval()
@@ -187,7 +203,9 @@ def export_model(
             artifact = tmp / f"model{record.suffix}"
         else:
             artifact = tmp
-        details = record.export(model, artifact, opts)
+        cuda = dev.type == "cuda"
+        with math_mode(precision, cuda):  # Inductor bakes the TF32 choice into the kernels it compiles
+            details = record.export(model, artifact, opts)
         export_seconds = time.perf_counter() - start
         sidecar = build_sidecar(
             fmt=record.name,
@@ -199,18 +217,19 @@ def export_model(
             image_size=opts.image_size,
             max_batch=opts.max_batch,
             device=str(dev),
-            extra={"export": details, "export_seconds": round(export_seconds, 3)},
+            extra={"math": math_of(precision), "export": details, "export_seconds": round(export_seconds, 3)},
         )
         if opts.verify:
             real = load_images(opts.images_dir, "val", opts.parity_images, opts.image_size)
-            runner = load_artifact(artifact, device=str(dev), sidecar=sidecar)
+            runner = load_artifact(artifact, device=str(check_dev), sidecar=sidecar)
             start = time.perf_counter()
             from rn50.export.verify import check_parity
 
-            sidecar["parity"] = check_parity(
-                model, runner, precision, opts.image_size, real, max_batch=opts.max_batch, label=f"{record.name} export"
-            )
-            sidecar["parity"]["seconds"] = round(time.perf_counter() - start, 3)
+            with math_mode(precision, cuda):
+                sidecar["parity"] = check_parity(
+                    model, runner, precision, opts.image_size, real, opts.max_batch, label=f"{record.name} export"
+                )
+            sidecar["parity"].update(runtime=runner.provider, seconds=round(time.perf_counter() - start, 3))
             del runner
         else:
             sidecar["parity"] = None

@@ -11,7 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from rn50.errors import UserError, first_line
-from rn50.export.runner import Runner, with_precision
+from rn50.export.runner import Runner, math_mode, with_precision
 
 if TYPE_CHECKING:
     from rn50.export.formats import ExportOptions
@@ -52,7 +52,7 @@ class AotiRunner(Runner):
         super().__init__(path, precision, sidecar, device, f"aotinductor ({device.type})")
 
     def run(self, x: Tensor) -> Tensor:
-        with torch.inference_mode():
+        with torch.inference_mode(), math_mode(self.precision, self.device.type == "cuda"):
             return self.model(x)
 
 

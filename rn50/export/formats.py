@@ -83,7 +83,7 @@ REGISTRY: dict[str, Format] = {
             "onnx",
             runtime="onnxruntime",
             suffixes=(".onnx",),
-            precisions=("fp32", "fp16", "int8"),
+            precisions=("fp32", "fp16", "int8", "tf32"),
             exporter="rn50.export.quant:export",
             loader="rn50.export.onnx:load_onnx",
             sidecar_fields=("opset", "simplified", "nodes", "quantization"),
@@ -93,7 +93,7 @@ REGISTRY: dict[str, Format] = {
             "torchscript",
             runtime="torchscript",
             suffixes=(".ts", ".pt"),
-            precisions=("fp32", "fp16", "bf16"),
+            precisions=("fp32", "fp16", "bf16", "tf32"),
             exporter="rn50.export.torchscript:export",
             loader="rn50.export.torchscript:load_torchscript",
             sidecar_fields=("traced", "frozen", "optimize_for_inference"),
@@ -104,7 +104,7 @@ REGISTRY: dict[str, Format] = {
             "aoti",
             runtime="aoti",
             suffixes=(".pt2",),
-            precisions=("fp32", "fp16", "bf16"),
+            precisions=("fp32", "fp16", "bf16", "tf32"),
             exporter="rn50.export.aoti:export",
             loader="rn50.export.aoti:load_aoti",
             aliases=("aotinductor",),
@@ -114,7 +114,7 @@ REGISTRY: dict[str, Format] = {
             "trt",
             runtime="tensorrt",
             suffixes=(".plan", ".engine"),
-            precisions=("fp16", "bf16", "fp32", "int8"),
+            precisions=("fp16", "bf16", "fp32", "tf32", "int8"),
             exporter="rn50.export.trt:export",
             loader="rn50.export.trt:load_trt",
             sidecar_fields=("onnx", "engine"),
@@ -226,6 +226,10 @@ class ExportOptions:
         if precision not in fmt.precisions:
             raise UserError(
                 f"{fmt.name} does not support precision {precision!r}; it supports {', '.join(fmt.precisions)}"
+            )
+        if precision == "tf32" and not (fmt.needs_cuda or str(self.device).startswith("cuda")):
+            raise UserError(
+                "tf32 is a CUDA math mode (Ampere or newer GPUs): export it with --device cuda; on a CPU use fp32"
             )
         if self.calib_method not in CALIB_METHODS:
             raise UserError(f"unknown calibration method {self.calib_method!r}; valid: {', '.join(CALIB_METHODS)}")

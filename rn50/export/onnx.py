@@ -18,13 +18,25 @@ from rn50.export.sidecar import sidecar_image_size, sidecar_max_batch
 
 log = logging.getLogger(__name__)
 OPSET = 18  # >= 17; 18 is what the dynamo exporter targets natively (no version conversion pass)
+BF16_OPSET = 22  # Conv, MaxPool and GlobalAveragePool take tensor(bfloat16) from opset 22 (onnx.defs.get_schema)
 INPUT, OUTPUT = "input", "logits"
 
 
-def to_onnx_proto(model: nn.Module, precision: str, image_size: int, max_batch: int, opset: int = OPSET):
+def default_opset(precision: str) -> int:
+    return BF16_OPSET if precision == "bf16" else OPSET
+
+
+def to_onnx_proto(model: nn.Module, precision: str, image_size: int, max_batch: int, opset: int | None = None):
     """The ModelProto of `model` with a dynamic batch axis in [1, max_batch] and a float32 interface."""
     require("onnx", "onnx")
     require("onnxscript", "onnx", "onnxscript (the dynamo ONNX exporter)")
+    opset = opset or default_opset(precision)
+    if precision == "bf16":
+        # BN folded here in fp32: the exporter's own folding computes in numpy float32 and leaves float32 weights
+        # in a bf16 graph, which onnx.checker rejects.
+        from torch.fx.experimental.optimization import fuse
+
+        model = fuse(model.eval())
     wrapped = with_precision(model, precision)
     # The example batch must not be 1: torch.export specialises size-1 dims; the range still starts at 1.
     example = torch.randn(2, 3, image_size, image_size)
@@ -72,8 +84,9 @@ def export_onnx(
     image_size: int = 224,
     max_batch: int = 256,
     simplify: bool = False,
-    opset: int = OPSET,
+    opset: int | None = None,
 ) -> dict[str, Any]:
+    opset = opset or default_opset(precision)
     proto = to_onnx_proto(model, precision, image_size, max_batch, opset)
     if simplify:
         proto = simplify_proto(proto)
@@ -84,39 +97,61 @@ def export_onnx(
 PROVIDER_RANK = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
+def cuda_provider_available() -> bool:
+    """Whether this ONNX Runtime has the CUDA execution provider (onnxruntime-gpu; the `onnx` extra's onnxruntime
+    has the CPU one only)."""
+    ort = require("onnxruntime", "onnx")
+    return "CUDAExecutionProvider" in ort.get_available_providers()
+
+
+def trt_weak_typing() -> bool:
+    """Whether the TensorRT that ONNX Runtime's TensorRT provider loads is 10.x or older, where a network is weakly
+    typed unless told otherwise and the provider's FP16/INT8 switches choose its kernels. TensorRT 11 removed weak
+    typing with the builder flags behind those switches: the precision is the ONNX's own types and Q/DQ nodes."""
+    from importlib import metadata
+
+    try:
+        return int(metadata.version("tensorrt").split(".")[0]) < 11
+    except (metadata.PackageNotFoundError, ValueError):
+        return True  # not known here: the 10.x switches are passed
+
+
 def ort_providers(
     device: torch.device, precision: str = "fp32", sidecar: dict | None = None, trt_cache: str | None = None
 ) -> list:
-    """Execution providers to ask for, best first. On a GPU: TensorRT's (when onnxruntime-gpu has it; FP16 or
-    INT8 enabled to match the model, one optimisation profile over the model's batch range, engines cached beside
-    the model), then CUDA's, then the CPU's; ONNX Runtime falls back down this list for whatever a provider
-    cannot take. Which ones actually ran is read back after loading (`OnnxRunner.node_providers`)."""
+    """Execution providers to ask for, best first. On a GPU: TensorRT's (when onnxruntime-gpu has it; one
+    optimisation profile over the model's batch range, engines cached beside the model), then CUDA's, then the
+    CPU's; ONNX Runtime falls back down this list for whatever a provider cannot take. Which ones actually ran is
+    read back after loading (`OnnxRunner.node_providers`).
+
+    fp32 is IEEE fp32: the CUDA provider gets use_tf32=0 (its default is 1), and TensorRT's provider, which builds
+    with TF32 on and has no option to turn it off (microsoft/onnxruntime#28177), is not asked for. tf32 turns both on.
+    """
     ort = require("onnxruntime", "onnx")
     if device.type == "cpu":
         return ["CPUExecutionProvider"]
-    available = ort.get_available_providers()
-    if "CUDAExecutionProvider" not in available:
+    if not cuda_provider_available():
         raise UserError(
             "this ONNX Runtime has no CUDA execution provider: "
             "pip uninstall -y onnxruntime && pip install onnxruntime-gpu (or load with device='cpu')"
         )
     providers: list = []
-    if "TensorrtExecutionProvider" in available:
+    if "TensorrtExecutionProvider" in ort.get_available_providers() and precision != "fp32":
         sidecar = sidecar or {}
         size, max_batch = sidecar_image_size(sidecar) or 224, sidecar_max_batch(sidecar) or 256
         trt_options: dict[str, Any] = {
             "device_id": device.index or 0,
-            "trt_fp16_enable": precision == "fp16",
-            # A Q/DQ model needs INT8 enabled in the builder; its scales come from the Q/DQ nodes, no table.
-            "trt_int8_enable": precision == "int8",
             "trt_profile_min_shapes": f"{INPUT}:1x3x{size}x{size}",
             "trt_profile_opt_shapes": f"{INPUT}:{max(1, max_batch // 2)}x3x{size}x{size}",
             "trt_profile_max_shapes": f"{INPUT}:{max_batch}x3x{size}x{size}",
         }
+        if trt_weak_typing():
+            # TensorRT 10.x: a weakly typed network runs fp16 layers and Q/DQ INT8 kernels only with these on.
+            trt_options.update(trt_fp16_enable=precision == "fp16", trt_int8_enable=precision == "int8")
         if trt_cache:
             trt_options.update(trt_engine_cache_enable=True, trt_engine_cache_path=str(trt_cache))
         providers.append(("TensorrtExecutionProvider", trt_options))
-    providers.append(("CUDAExecutionProvider", {"device_id": device.index or 0}))
+    providers.append(("CUDAExecutionProvider", {"device_id": device.index or 0, "use_tf32": int(precision == "tf32")}))
     providers.append("CPUExecutionProvider")
     return providers
 

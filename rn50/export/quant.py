@@ -158,6 +158,10 @@ def export_onnx_int8(
         raise ValueError(f"unknown int8 target {target!r}; valid: {', '.join(INT8_TARGETS)}")
     symmetric = target == "tensorrt"
     extra: dict[str, Any] = {"ActivationSymmetric": symmetric, "WeightSymmetric": True}
+    if target == "tensorrt":
+        # Biases stay float: a quantised bias is an INT32 DequantizeLinear, which TensorRT's parser rejects (its
+        # IDequantizeLayer takes INT8/FP8/INT4/FP4 only); TensorRT fuses the float bias into the INT8 convolution.
+        extra["QuantizeBias"] = False
     if method == "percentile":
         extra["CalibPercentile"] = percentile
     with tempfile.TemporaryDirectory(prefix="rn50-int8-") as tmp:
@@ -197,6 +201,7 @@ def export_onnx_int8(
             "tool": "onnxruntime.quantization.quantize_static (after quant_pre_process)",
             "format": "QDQ",
             "target": target,
+            "bias": "float" if target == "tensorrt" else "int32",
             "activations": "int8 symmetric, per tensor" if symmetric else "uint8 asymmetric, per tensor",
             "weights": f"int8 symmetric, per channel{', 7-bit (reduce_range)' if reduce_range else ''}",
             "reduce_range": reduce_range,

@@ -2,8 +2,10 @@
 
 Precision lives in the ONNX, not in builder flags: TensorRT 11 accepts only strongly typed networks (the FP16/INT8
 flags and the INT8 calibrators are gone), so an fp16 ONNX gives an FP16 engine, a bf16 ONNX a BF16 one and the
-Q/DQ ONNX an INT8 one. On 10.x the STRONGLY_TYPED network flag gives the same behaviour. I/O uses named tensors
-(`set_input_shape`, `set_tensor_address`, `execute_async_v3`); one optimisation profile spans batch 1..max-batch.
+Q/DQ ONNX an INT8 one. On 10.x the STRONGLY_TYPED network flag gives the same behaviour. fp32 is IEEE fp32: the
+TF32 builder flag (on by default) is cleared unless the precision is tf32. I/O uses named tensors
+(`set_input_shape`, `set_tensor_address`, `execute_async_v3`) on the engine's own CUDA stream; one optimisation
+profile spans batch 1..max-batch.
 
 UNVERIFIED here: the development machines have no GPU. Tests carry the `gpu` marker.
 """
@@ -97,6 +99,28 @@ def network_flags(version: str, strongly_typed_flag: Any) -> tuple[int, bool]:
     return 1 << int(strongly_typed_flag), True
 
 
+# A bf16 engine is built from an opset-22 ONNX: TensorRT 10.0's parser takes opsets 9-20, 10.15's 9-24
+# (onnx-tensorrt docs/operators.md of each release).
+BF16_MIN_TRT = (10, 15)
+
+
+def check_parser_takes(precision: str, version: str) -> None:
+    if precision == "bf16" and tuple(int(p) for p in version.split(".")[:2]) < BF16_MIN_TRT:
+        raise UserError(
+            f"a bf16 engine is built from an opset-22 ONNX, which TensorRT {version}'s parser does not take "
+            f"(TensorRT {'.'.join(map(str, BF16_MIN_TRT))} and later do): upgrade TensorRT or use --precision fp16"
+        )
+
+
+def configure(config: Any, trt: Any, precision: str, workspace_gib: float) -> bool:
+    """The builder settings rn50 chooses; returns whether TF32 is on (TensorRT's default), which only tf32 keeps."""
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    tf32 = precision == "tf32"
+    if not tf32:
+        config.clear_flag(trt.BuilderFlag.TF32)
+    return tf32
+
+
 def build_engine(
     onnx_path: str | os.PathLike,
     engine_path: str | os.PathLike,
@@ -105,6 +129,7 @@ def build_engine(
     workspace_gib: float = 4.0,
     timing_cache: str | os.PathLike | None = None,
     opt_batch: int | None = None,
+    precision: str = "fp16",
 ) -> dict[str, Any]:
     trt = require_trt()
     from rn50.io import atomic_path
@@ -121,7 +146,7 @@ def build_engine(
         raise UserError(f"TensorRT's ONNX parser rejected the model: {errors}")
 
     config = builder.create_builder_config()
-    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(workspace_gib * (1 << 30)))
+    tf32 = configure(config, trt, precision, workspace_gib)
     profile = builder.create_optimization_profile()
     opt = opt_batch or max(1, min(max_batch, 32 if max_batch >= 32 else max_batch))
     shape = (3, image_size, image_size)
@@ -142,6 +167,7 @@ def build_engine(
     return {
         **gpu_identity(),
         "strongly_typed": strongly_typed,
+        "tf32": tf32,
         "optimization_profile": {"min": 1, "opt": opt, "max": max_batch},
         "workspace_gib": workspace_gib,
         "timing_cache": str(cache_path),
@@ -161,7 +187,8 @@ def export_trt(
     timing_cache: str | os.PathLike | None = None,
 ) -> dict[str, Any]:
     """ONNX in the target precision (Q/DQ for int8) -> engine. The ONNX goes to a temporary folder."""
-    require_trt()
+    trt = require_trt()
+    check_parser_takes(precision, trt.__version__)
     with tempfile.TemporaryDirectory(prefix="rn50-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         if precision == "int8":
@@ -173,7 +200,7 @@ def export_trt(
             from rn50.export.onnx import export_onnx
 
             details = export_onnx(model, onnx_path, precision, image_size, max_batch)
-        engine = build_engine(onnx_path, path, image_size, max_batch, workspace_gib, timing_cache)
+        engine = build_engine(onnx_path, path, image_size, max_batch, workspace_gib, timing_cache, precision=precision)
     return {"onnx": details, "engine": engine}
 
 
@@ -205,6 +232,8 @@ class TrtRunner(Runner):
                 why = "; ".join(self._logger.errors[-2:]) or "not an engine for this TensorRT version/GPU"
                 raise UserError(f"TensorRT cannot load {path}: {why}; rebuild it with `rn50 export --format trt`")
             self.context = self.engine.create_execution_context()
+            # Its own stream: on the legacy default stream every enqueue syncs the host (TensorRT's own warning).
+            self.stream = torch.cuda.Stream(device)
         names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
         self.input_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT)
         self.output_name = next(n for n in names if self.engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT)
@@ -218,9 +247,14 @@ class TrtRunner(Runner):
         out = torch.empty(tuple(self.context.get_tensor_shape(self.output_name)), dtype=torch.float32, device=x.device)
         self.context.set_tensor_address(self.input_name, x.data_ptr())
         self.context.set_tensor_address(self.output_name, out.data_ptr())
-        # Enqueue on torch's current stream: results are ordered with the caller's later work, no host sync.
-        if not self.context.execute_async_v3(torch.cuda.current_stream(x.device).cuda_stream):
+        caller = torch.cuda.current_stream(x.device)
+        self.stream.wait_stream(caller)  # x was written, and out allocated, on the caller's stream
+        if not self.context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError("TensorRT execute_async_v3 failed")
+        # Neither buffer is reused before TensorRT is done with it; the caller's later work waits, the host does not.
+        x.record_stream(self.stream)
+        out.record_stream(self.stream)
+        caller.wait_stream(self.stream)
         return out
 
 

@@ -35,6 +35,8 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
         assert len(r["round_img_per_s"]) == 3
         rounds = sorted(a / b for a, b in zip(r["round_img_per_s"], by["synthetic"]["round_img_per_s"], strict=True))
         assert r["vs_ceiling"] == pytest.approx(rounds[1])
+        # The training thread's CPU time inside next(), per image: some, and never more than the wall time.
+        assert 0 < r["host_us_per_image"] * r["images"] <= 1e6 * r["seconds"]
     assert by["synthetic"]["status"] == "ok" and by["synthetic"]["cores"] is None
     # pytorch-gpu (decoding on the CPU here) splits its main-process time into the batched decode and the rest
     gpu = by["pytorch-gpu"]
@@ -56,12 +58,14 @@ def test_bench_data_times_pytorch_and_dali_cpu_against_the_synthetic_ceiling(sam
     assert report["verdict"].startswith(("compute-bound", "input-bound"))
     (md,) = tmp_path.glob("data-bs8-w2-32px-cpu.md")
     text = md.read_text()
-    assert "| backend | img/s | cores | img/s per core | of synthetic | vs first | spread | note |" in text
+    header = "| backend | img/s | host us/img | cores | img/s per core | of synthetic | vs first | spread | note |"
+    assert header in text
+    assert "host us/img: CPU time the training thread spends inside the loader per image" in text
     assert "SHORT WINDOW" in text
     assert "skipped" in text or torch.cuda.is_available()
     assert "| train step |" in text
     assert json.loads(md.with_suffix(".json").read_text())["results"][1]["backend"] == "pytorch"
-    assert md.with_suffix(".csv").read_text().startswith("backend,img_per_s,cores,img_per_s_per_core")
+    assert md.with_suffix(".csv").read_text().startswith("backend,img_per_s,host_us_per_image,cores,img_per_s_per_core")
 
 
 @pytest.mark.parametrize(
@@ -93,6 +97,7 @@ def test_only_unrunnable_backends_is_a_clean_error(sample_dir):
 
 @pytest.mark.gpu
 def test_dali_gpu_and_the_training_step_on_cuda(sample_dir):
+    pytest.importorskip("nvidia.dali", reason="DALI is not installed (pip install 'rn50[dali]')")
     res = run_cli(["bench", "data", sample_dir, "--backend", "pytorch,dali-gpu", "--batch", "16", "--iters", "4"])
     assert res.exit_code == 0, res.output
     args = ["--backend", "dali-gpu", "--iters", "4", "--image-size", "64", "--json"]

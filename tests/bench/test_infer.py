@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import rn50.bench.infer as infer
 from rn50.bench.infer import InferConfig, run_infer
 from rn50.bench.timing import parse_batches, summarize, timed_loop
 from rn50.env import cpu_has_vnni
@@ -312,6 +313,7 @@ def test_gpu_eager_precisions_with_cuda_graphs(tmp_path):
 
 
 @pytest.mark.gpu
+@pytest.mark.slow
 def test_gpu_compile_with_cuda_graphs(tmp_path):
     cfg = InferConfig(
         batches=[8],
@@ -353,8 +355,44 @@ def test_gpu_include_h2d_with_and_without_graphs(tmp_path):
 
 
 @pytest.mark.gpu
+def test_gpu_sweep_times_the_gpu_it_is_given_with_cudnn_autotuning(tmp_path, monkeypatch):
+    last = torch.cuda.device_count() - 1
+    before = (torch.cuda.current_device(), torch.backends.cudnn.benchmark)
+    seen = []
+    timed = infer.timed_loop
+
+    def watched(step, **kwargs):
+        seen.append((torch.cuda.current_device(), torch.backends.cudnn.benchmark))
+        return timed(step, **kwargs)
+
+    monkeypatch.setattr(infer, "timed_loop", watched)
+    cfg = InferConfig(
+        batches=[4], backends=["eager"], precisions=["fp16"], device=f"cuda:{last}", image_size=64, warmup=1,
+        iters=3, out=tmp_path, progress=False, num_classes=10,
+    )  # fmt: skip
+    rows = run_infer(cfg)["rows"]
+    assert [r["status"] for r in rows] == ["ok", "ok"], rows
+    assert seen and set(seen) == {(last, True)}  # CUDA events and syncs on GPU `last`, cuDNN autotuner on
+    assert (torch.cuda.current_device(), torch.backends.cudnn.benchmark) == before  # both restored
+
+
+@pytest.mark.gpu
+def test_gpu_tensorrt_fp32_and_tf32_are_timed_with_their_profile(tmp_path):
+    pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'rn50[trt]')")
+    cfg = InferConfig(
+        batches=[1, 8], backends=["tensorrt"], precisions=["fp32", "tf32"], device="cuda", image_size=64, warmup=2,
+        iters=5, out=tmp_path, progress=False, num_classes=10,
+    )  # fmt: skip
+    result = run_infer(cfg)
+    series = {s["precision"]: s for s in result["series"] if s["backend"] == "tensorrt"}
+    assert {p: s["status"] for p, s in series.items()} == {"fp32": "ok", "tf32": "ok"}, result["series"]
+    assert series["fp32"]["math"] == "IEEE fp32 (TF32 off)" and series["fp32"]["trt_profile"] == "1/8/8"
+
+
+@pytest.mark.gpu
 def test_gpu_real_oom_is_recorded_and_the_sweep_goes_on(tmp_path):
-    # 2**20 images of 64 px: the first conv's output alone needs over 100 GiB.
+    # 2**20 images of 64 px: the first conv's output alone needs over 100 GiB. On a GPU only the smallest batch must
+    # pass the memory estimate before the sweep; a larger one that does not fit is tried and recorded as oom.
     cfg = InferConfig(
         batches=[2, 2**20],
         backends=["eager"],

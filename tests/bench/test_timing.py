@@ -132,3 +132,22 @@ def test_wait_quiet_waits_while_another_process_keeps_a_core_busy():
         hog.kill()
         hog.wait()
     assert 0.95 <= waited < 2.0
+
+
+def test_cuda_settings_make_gpu_n_current_with_cudnn_autotuning_and_restore_both(monkeypatch):
+    """The choice rn50 makes for `--device cuda:N` (no GPU here: torch.cuda's device calls are recorded instead of
+    made; the gpu-marked sweep test runs them)."""
+    import torch
+
+    from rn50.bench.timing import cuda_settings
+
+    current = [0]
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: current[0])
+    monkeypatch.setattr(torch.cuda, "set_device", lambda i: current.__setitem__(0, i))
+    monkeypatch.setattr(torch.backends.cudnn, "benchmark", False)
+    for device, during in (("cuda:3", 3), ("cuda", 0)):
+        with cuda_settings(device):
+            assert (current[0], torch.backends.cudnn.benchmark) == (during, True)
+        assert (current[0], torch.backends.cudnn.benchmark) == (0, False)
+    with cuda_settings("cpu"):
+        assert torch.backends.cudnn.benchmark is False

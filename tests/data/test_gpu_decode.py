@@ -33,6 +33,7 @@ def odd(tmp_path_factory) -> Path:
 def batches(root, split, backend, recipe, device="cpu", epoch=1):
     loader = make_loader(root, split, recipe, backend, device, workers=1, seed=5)
     loader.set_epoch(epoch)
+    loader.timing = True  # the decode/augment breakdown, as `rn50 bench data` asks for it
     try:
         return [(x.cpu(), y.cpu()) for x, y in loader], loader
     finally:
@@ -79,8 +80,31 @@ def test_exif_orientation_applied_after_decode_matches_the_decoders(tmp_path, or
     assert torch.equal(orient(raw, orientation), decode_rgb(str(path)))
 
 
+def count_device_syncs(monkeypatch) -> list:
+    """Every device-wide synchronisation from here on (torch's, rn50.env's and any the loaders imported by name),
+    each still done."""
+    import rn50.env
+    from rn50.data import gpu_decode, torch_loader
+
+    syncs: list = []
+    for owner in (torch.cuda, rn50.env, *(m for m in (gpu_decode, torch_loader) if hasattr(m, "synchronize"))):
+        real = owner.synchronize
+        monkeypatch.setattr(owner, "synchronize", lambda *a, _real=real, **k: syncs.append(a) or _real(*a, **k))
+    return syncs
+
+
+@pytest.mark.parametrize("timing", [False, True])
+def test_no_device_wide_sync_per_batch(odd, monkeypatch, timing):
+    syncs = count_device_syncs(monkeypatch)
+    loader = make_loader(odd, "train", RECIPE, "pytorch-gpu", "cpu", workers=0, seed=5)
+    loader.timing = timing
+    assert sum(len(y) for _, y in loader) == len(loader) * RECIPE.batch_size > 6
+    assert syncs == []
+    assert (loader.timings["decode_s"] > 0) == timing  # the breakdown only when asked
+
+
 @pytest.mark.gpu
-def test_nvjpeg_batches_match_the_cpu_decode(odd):
+def test_nvjpeg_batches_match_the_cpu_decode(odd, monkeypatch):
     if not torch.cuda.is_available():
         pytest.skip("needs an NVIDIA GPU (none here)")
     recipe = RECIPE.replace(memory_format="channels_last")
@@ -91,3 +115,7 @@ def test_nvjpeg_batches_match_the_cpu_decode(odd):
         # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by a few levels
         assert max((xa - xb).abs().mean().item() for (xa, _), (xb, _) in zip(ref, got, strict=True)) < 0.1
         assert loader.timings["cpu_decoded"] >= 5  # gray, CMYK, the PNGs: decoded on the CPU, not skipped
+        assert loader.timings["decode_s"] > 0  # from CUDA events
+    syncs = count_device_syncs(monkeypatch)
+    loader = make_loader(odd, "train", recipe, "pytorch-gpu", "cuda", workers=1, seed=5)
+    assert sum(len(y) for _, y in loader) > 6 and syncs == []  # stream-ordered: the host never waits for the GPU

@@ -225,3 +225,52 @@ def test_pytorch_and_dali_cpu_take_the_same_training_crops(odd_data):
     assert max(diffs) < 0.15, diffs
     flipped = torch.cat([xa for xa, _ in a]).flip(-1)
     assert (flipped - torch.cat([xb for xb, _ in b])).abs().mean() > 0.15  # the test can tell a flip apart
+
+
+def test_dali_builds_one_pipeline_per_run_and_hands_over_its_own_buffer(odd_data, monkeypatch):
+    """Epoch after epoch, and after an epoch left half way (its batches in flight are drained, not served later),
+    one pipeline; the batch torch gets is the buffer DALI wrote (DLPack), not a copy."""
+    _backend("dali-cpu")
+    from rn50.data.dali import DaliLoader
+
+    builds, real = [], DaliLoader._build
+    monkeypatch.setattr(DaliLoader, "_build", lambda self: builds.append(real(self)) or builds[-1])
+    recipe = RECIPE.replace(batch_size=2, crop_area=(0.08, 1.0), hflip=True)
+    loader = make_loader(odd_data, "train", recipe, "dali-cpu", "cpu", workers=1, seed=3)
+    for epoch in range(2):
+        loader.set_epoch(epoch)
+        assert len([y for _, y in loader]) == len(loader)
+    loader.set_epoch(2)
+    next(iter(loader))  # a run stopped after one batch, DEPTH batches in flight
+    loader.set_epoch(1, start_batch=3)
+    resumed = [(x.clone(), y.clone()) for x, y in loader]
+    assert len(builds) == 1
+    for (xa, ya), (xb, yb) in zip(_train_batches(odd_data, "dali-cpu", recipe, start_batch=3), resumed, strict=True):
+        assert torch.equal(ya, yb) and torch.equal(xa, xb)
+    loader._schedule(loader.shards.batches()[0])
+    images, labels = loader._pipe.outputs()
+    x, _ = loader._to_torch(images, labels)
+    assert x.data_ptr() == images.as_tensor().data_ptr()
+    loader.close()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("backend", ["dali-gpu", "dali-cpu"])
+def test_dali_on_cuda_matches_dali_cpu_on_cpu(odd_data, backend):
+    """nvJPEG (dali-gpu) or DALI's CPU decode feeding the GPU (dali-cpu on CUDA): the same samples, crops and flips
+    as dali-cpu on the CPU, batches on the GPU in the recipe's layout, one pipeline for two epochs."""
+    if not torch.cuda.is_available():
+        pytest.skip("needs an NVIDIA GPU (none here)")
+    _backend(backend)
+    recipe = RECIPE.replace(batch_size=2, crop_area=(0.08, 1.0), hflip=True)
+    ref = _train_batches(odd_data, "dali-cpu", recipe)
+    loader = make_loader(odd_data, "train", recipe, backend, "cuda", workers=1, seed=3)
+    for epoch in (0, 1):
+        loader.set_epoch(epoch)
+        got = [(x, y) for x, y in loader]
+    assert loader._pipe is not None and len(got) == len(ref)
+    for (xa, ya), (xb, yb) in zip(ref, got, strict=True):
+        assert xb.is_cuda and yb.is_cuda and xb.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(ya, yb.cpu())
+        assert (xa - xb.cpu()).abs().mean() < 0.1  # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's slightly
+    loader.close()

@@ -12,12 +12,12 @@ CHILD = """
 import os, random, signal, sys, threading
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.data.loaders import make_loader
-from rn50.data.transforms import crop_resize_flip, decode_rgb
+from rn50.data.transforms import eval_image
 from rn50.recipes import get_recipe
 
 loader = make_loader(sys.argv[1], "train", get_recipe("sample-cpu").replace(batch_size=8, image_size=32), "pytorch",
                      "cpu", workers=2)
-crop_resize_flip(decode_rgb(loader.files.files[0]), 0, True, 32)  # decoders imported once, before the workers fork
+eval_image(loader.files.files[0], 32)  # the decoders imported once, before the workers fork
 
 def endless():
     for epoch in range(10**6):

@@ -37,6 +37,7 @@ def test_artifact_is_compared_with_its_source_checkpoint(onnx_fp32, onnx_int8, t
     assert fp32["image_size"] == SIZE
     model, ref = fp32["rows"]
     assert (model["format"], model["precision"], ref["format"]) == ("onnx", "fp32", "checkpoint")
+    assert model["math"] == ref["math"] == "IEEE fp32 (TF32 off)"  # the precision vocabulary of export and bench
     assert ref["path"] == str(tiny_checkpoint.resolve())
     assert fp32["top1_agreement"] >= 0.995 and abs(fp32["top1_delta"]) <= 0.5  # the same function
     int8 = eval_json(onnx_int8, sample_dir / "val")  # a val/ folder itself works too

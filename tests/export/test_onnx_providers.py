@@ -32,7 +32,8 @@ def test_gpu_asks_for_tensorrt_then_cuda_then_cpu_with_the_model_profile(monkeyp
     )
     sidecar = {"input": {"shape": ["batch", 3, 160, 160], "batch_range": [1, 64]}}
     trt, cuda, cpu = ort_providers(torch.device("cuda:1"), "int8", sidecar, trt_cache="/c")
-    assert trt[0] == "TensorrtExecutionProvider" and cuda == ("CUDAExecutionProvider", {"device_id": 1})
+    # use_tf32=0: the CUDA provider's TF32 default (1) would make the float parts TF32 (issue #21, A3)
+    assert trt[0] == "TensorrtExecutionProvider" and cuda == ("CUDAExecutionProvider", {"device_id": 1, "use_tf32": 0})
     assert cpu == "CPUExecutionProvider"
     opts = trt[1]
     assert opts["trt_int8_enable"] and not opts["trt_fp16_enable"] and opts["device_id"] == 1

@@ -27,11 +27,15 @@ ROOT = Path(__file__).resolve().parents[2]
 RECIPE = get_recipe("sample-cpu").replace(image_size=32, batch_size=4, epochs=1, warmup_epochs=0, workers=0)
 
 
-def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tmp_path):
+@pytest.mark.parametrize("backend", ["pytorch", "dali-cpu"])
+def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tmp_path, backend):
+    if backend == "dali-cpu":
+        pytest.importorskip("nvidia.dali")
     out = tmp_path / "killed"
     cmd = [sys.executable, "-m", "rn50", "train", str(tiny_data), "--recipe", "sample-cpu", "--image-size", "32",
            "--batch-size", "4", "--epochs", "1", "--warmup", "0", "--workers", "0", "--training-only",
-           "--print-freq", "1", "--checkpoint-every", "2", "--no-progress", "--out", str(out)]  # fmt: skip
+           "--print-freq", "1", "--checkpoint-every", "2", "--no-progress", "--out", str(out),
+           "--data-backend", backend]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     metrics, deadline = out / "metrics.jsonl", time.time() + 120
     while time.time() < deadline and proc.poll() is None:
@@ -48,7 +52,8 @@ def test_kill_9_loses_at_most_checkpoint_every_and_resumes_bitwise(tiny_data, tm
     # what a kill during a checkpoint write leaves; the next start removes it
     stale = out / "checkpoints" / ".epoch-001.pth.k9x2ab7q.tmp"
     stale.write_bytes(b"\0" * 4096)
-    opts = dict(data=tiny_data, recipe=RECIPE, training_only=True, progress=False, print_freq=5)
+    opts = dict(data=tiny_data, recipe=RECIPE.replace(data_backend=backend), training_only=True, progress=False)
+    opts["print_freq"] = 5
     resumed = fit(TrainOptions(**opts, out=out, resume="auto"))
     assert resumed["status"] == "complete" and not stale.exists()
     assert not [p for p in out.rglob("*") if p.name.endswith(".tmp")]

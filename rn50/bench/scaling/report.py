@@ -56,7 +56,7 @@ def result_stem(report: TrainBenchReport) -> str:
 
 
 def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
-    from rn50.bench.report import plot_lines, write_table
+    from rn50.bench.report import line_figure, save_png, write_table
 
     stem = out / result_stem(report)
     done = f"{len(report.launches)} of {report.planned} launches" if report.planned else ""
@@ -85,14 +85,7 @@ def write_outputs(report: TrainBenchReport, out: Path) -> dict[str, str]:
         refs[f"linear scaling of {p.kind} (reference)"] = (gpus, [per_worker * g for g in gpus])
     unit = "GPUs" if report.config["device"] == "cuda" else "worker processes"
     device = report.env["gpus"][0]["name"] if report.env.get("gpus") else f"CPU ({report.env.get('cpu', '?')})"
-    paths["png"] = plot_lines(
-        series,
-        stem.with_name(stem.name + ".png"),
-        unit,
-        "img/s",
-        f"ResNet-50 v1.5 training, {report.config['image_size']} px, batch {report.config['batch']} per worker, "
-        f"on {device}",
-        logx=True,
-        references=refs,
-    )
+    c = report.config
+    title = f"ResNet-50 v1.5 training, {c['image_size']} px, batch {c['batch']} per worker, on {device}"
+    paths["png"] = save_png(line_figure(series, unit, "img/s", title, logx=True, references=refs), f"{stem}.png")
     return {k: str(v) for k, v in paths.items()}
