@@ -1,6 +1,7 @@
 import os
 import shutil
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -150,7 +151,8 @@ def export_openvino(sample_model: dict, sample_dir: Path, out: Path, *extra: str
 @pytest.fixture(scope="session")
 def openvino_fp32(tmp_path_factory, sample_model, sample_dir) -> Path:
     """The sample model as an fp32 OpenVINO IR folder (one export per session, shared by export and bench tests)."""
-    pytest.importorskip("openvino")
+    if find_spec("openvino") is None:  # not importorskip: a plain `import openvino` sends its telemetry
+        pytest.skip("openvino is not installed (rn50[openvino])")
     out = tmp_path_factory.mktemp("openvino") / "sample-fp32.ov"
     export_openvino(sample_model, sample_dir, out)
     return out
