@@ -1,10 +1,9 @@
 """`rn50 demo`: the whole pipeline on the built-in sample, ending in one summary a person reads at a glance.
 
 Train the sample recipe, export ONNX fp32 and the CPU INT8 form (each proving parity on the way, kept beside the run),
-time eager fp32 against ONNX Runtime fp32 and INT8 at one batch size with top-1 agreement on every val image, time the
-input pipelines, then write `summary.md` / `summary.json`. Every step is the library call behind one `rn50` command;
-the summary names the command and where each file went.
-"""
+time eager fp32 against ONNX Runtime (and OpenVINO, when installed) fp32 and INT8 at one batch size with top-1
+agreement on every val image, time the input pipelines, then write `summary.md` / `summary.json`. Every step is the
+library call behind one `rn50` command; the summary names the command and where each file went."""
 
 from __future__ import annotations
 
@@ -110,17 +109,24 @@ def train_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
     }
 
 
+NAMES = {"onnxruntime": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
 def infer_step(cfg: DemoConfig, recipe, best: Path, say) -> dict[str, Any]:
-    """`rn50 bench infer BEST --backend onnxruntime --precision fp32,int8`: exports (kept), timings, agreement."""
+    """`rn50 bench infer BEST --backend onnxruntime[,openvino] --precision fp32,int8`: exports (kept), timings,
+    agreement; OpenVINO when its extra is installed."""
+    import importlib.util
+
     from rn50.bench.infer import InferConfig, run_infer
 
     sample, out = Path(cfg.sample), Path(cfg.out)
-    say(f"[2/3] rn50 bench infer {best} --backend onnxruntime --precision fp32,int8 --batch {cfg.batch} (+ exports)")
+    backends = ["onnxruntime"] + (["openvino"] if importlib.util.find_spec("openvino") else [])
+    say(f"[2/3] rn50 bench infer {best} --backend {','.join(backends)} --precision fp32,int8 --batch {cfg.batch}")
     infer = run_infer(
         InferConfig(
             source=best,
             batches=[cfg.batch],
-            backends=["onnxruntime"],
+            backends=backends,
             precisions=["fp32", "int8"],
             device="cpu",
             image_size=recipe.image_size,
@@ -140,7 +146,7 @@ def infer_step(cfg: DemoConfig, recipe, best: Path, say) -> dict[str, Any]:
         agreement = 1.0 if (r["backend"], r["precision"]) == ("eager", "fp32") else s.get("top1_agreement")
         rows.append(
             {
-                "series": f"{'ONNX Runtime' if r['backend'] == 'onnxruntime' else r['backend']} {r['precision']}",
+                "series": f"{NAMES.get(r['backend'], r['backend'])} {r['precision']}",
                 "status": r.get("status"),
                 "img_s": r.get("img_s"),
                 "p50_ms": r.get("p50_ms"),

@@ -36,6 +36,8 @@ PACKAGES = (
     "onnxruntime",
     "onnxruntime-gpu",
     "tensorrt",
+    "openvino",
+    "nncf",
     "typer",
     "rich",
 )

@@ -1,6 +1,7 @@
 import os
 import shutil
 import tempfile
+from importlib.util import find_spec
 from pathlib import Path
 
 import pytest
@@ -134,3 +135,24 @@ def sample_model(tmp_path_factory, sample_dir) -> dict:
         TrainOptions(data=sample_dir, recipe=get_recipe("sample-cpu"), out=out, progress=False, keep_epochs=1)
     )
     return {**summary, "checkpoint": out / "checkpoints" / "last.pth"}
+
+
+def export_openvino(sample_model: dict, sample_dir: Path, out: Path, *extra: str) -> dict:
+    """`rn50 export` of the sample model to an OpenVINO IR at the sample recipe's 32 px; returns the sidecar."""
+    import json
+
+    args = ["export", sample_model["checkpoint"], "--format", "openvino", "--image-size", "32", "--max-batch", "16"]
+    args += ["--calib", sample_dir / "train", "--images", sample_dir / "val", "--out", out, *extra]
+    res = run_cli(args)
+    assert res.exit_code == 0, res.output
+    return json.loads(out.with_name(out.name + ".json").read_text())
+
+
+@pytest.fixture(scope="session")
+def openvino_fp32(tmp_path_factory, sample_model, sample_dir) -> Path:
+    """The sample model as an fp32 OpenVINO IR folder (one export per session, shared by export and bench tests)."""
+    if find_spec("openvino") is None:  # not importorskip: a plain `import openvino` sends its telemetry
+        pytest.skip("openvino is not installed (rn50[openvino])")
+    out = tmp_path_factory.mktemp("openvino") / "sample-fp32.ov"
+    export_openvino(sample_model, sample_dir, out)
+    return out

@@ -13,6 +13,7 @@ def test_help_and_recipes_do_not_import_torch():
         "for argv in (['--help'], ['recipes'], ['recipes', 'sample-cpu']):\n"
         "    try:\n        main(argv)\n    except SystemExit as e:\n        assert not e.code, e.code\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
+        "assert 'openvino' not in sys.modules and 'nncf' not in sys.modules, 'openvino imported'\n"
     )
     run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr[-2000:]

@@ -27,7 +27,9 @@ from rn50.export.sidecar import sidecar_max_batch
 
 # Artifact backends are the export formats' runtimes (rn50.export.formats): onnxruntime, torchscript, aoti, tensorrt.
 ARTIFACT_BACKENDS = tuple(f.runtime for f in artifact_formats())
-RUNTIMES = ("eager", "compile", *ARTIFACT_BACKENDS)  # what `bench infer --backend` takes
+# Another way to run one format's artifact: (its runtime, the loader's options).
+VARIANTS = {"openvino-throughput": ("openvino", {"mode": "throughput"})}
+RUNTIMES = ("eager", "compile", *ARTIFACT_BACKENDS, *VARIANTS)  # what `bench infer --backend` takes
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16", "int8")
 
 
@@ -254,7 +256,7 @@ class CompileRuntime(EagerRuntime):
 
 def _check_torch_precision(precision: str, opts: Options) -> None:
     if precision == "int8":
-        raise Skip("int8 runs as the Q/DQ ONNX model: use --backend onnxruntime (or tensorrt on a GPU)")
+        raise Skip("int8 runs as an exported model: use --backend onnxruntime or openvino (or tensorrt on a GPU)")
     if precision == "tf32" and not opts.cuda:
         raise Skip("tf32 is a CUDA math mode (Ampere or newer); on CPU fp32 is the full-precision setting")
 
@@ -268,13 +270,14 @@ class ArtifactRuntime(Runtime):
         super().__init__(model, precision, opts, name=backend, graphs_supported=False)
         self.artifact = artifact
         self.runner: Any = None
+        self.runtime, self.load_options = VARIANTS.get(backend, (backend, {}))
 
     def check(self) -> None:
         if importlib.util.find_spec("rn50.export") is None:
             raise Skip("rn50.export is not available in this install")
         if self.artifact is not None:
             return
-        fmt = get_format(self.name)
+        fmt = get_format(self.runtime)
         if self.precision == "int8" and "int8" not in fmt.precisions:
             int8 = " or ".join(f.runtime for f in artifact_formats() if "int8" in f.precisions)
             raise Skip(f"int8 exists only as the Q/DQ ONNX model: use --backend {int8}")
@@ -282,6 +285,10 @@ class ArtifactRuntime(Runtime):
             raise Skip("tf32 is a CUDA math mode (Ampere or newer); on CPU fp32 is the full-precision setting")
         if self.name == "onnxruntime" and importlib.util.find_spec("onnxruntime") is None:
             raise Skip("onnxruntime is not installed: pip install 'rn50[onnx]' (onnxruntime-gpu on a GPU machine)")
+        if self.runtime == "openvino" and importlib.util.find_spec("openvino") is None:
+            raise Skip("openvino is not installed: pip install 'rn50[openvino]' (NNCF int8: 'rn50[openvino-quant]')")
+        if self.runtime == "openvino" and self.opts.cuda:
+            raise Skip("OpenVINO runs on the CPU here (its GPU plugin is for Intel GPUs): use --device cpu")
         if fmt.needs_cuda and not self.opts.cuda:
             raise Skip(f"{self.name} needs an NVIDIA GPU (--device cuda)")
         if self.name == "tensorrt" and importlib.util.find_spec("tensorrt") is None:
@@ -295,7 +302,7 @@ class ArtifactRuntime(Runtime):
         t0 = time.perf_counter()
         path = self.artifact
         if path is None:
-            fmt = get_format(self.name)
+            fmt = get_format(self.runtime)
             out = self.opts.workdir / f"{self.name}-{self.precision}{fmt.suffix}"
             kwargs: dict[str, Any] = dict(
                 precision=self.precision,
@@ -321,7 +328,7 @@ class ArtifactRuntime(Runtime):
                 self.info["parity"] = {k: v for k, v in parity.items() if isinstance(v, int | float | str | bool)}
         t1 = time.perf_counter()
         try:
-            self.runner = export.load_artifact(path, self.opts.device, threads=self.opts.threads)
+            self.runner = export.load_artifact(path, self.opts.device, threads=self.opts.threads, **self.load_options)
         except UserError as e:
             if self.artifact is not None:
                 raise  # the user's own file: bad input, one line
@@ -342,6 +349,7 @@ class ArtifactRuntime(Runtime):
         ran = getattr(self.runner, "node_providers", None)
         if ran:  # ONNX Runtime: which execution providers ran how many nodes (read back from a profiled run)
             self.info["node_providers"] = ", ".join(f"{p}: {n}" for p, n in ran.items())
+        self.info.update(getattr(self.runner, "bench_info", None) or {})  # OpenVINO: streams, threads, kernels
         self.build_s = time.perf_counter() - t0
 
     def forward(self, x: Tensor) -> Tensor:
@@ -365,7 +373,7 @@ def make_runtime(
     if backend == "compile":
         assert model is not None
         return CompileRuntime(model, precision, opts)
-    if backend in ARTIFACT_BACKENDS:
+    if backend in ARTIFACT_BACKENDS or backend in VARIANTS:
         return ArtifactRuntime(model, precision, opts, backend, artifact=artifact)
     raise UserError(f"unknown backend {backend!r}; choose from {', '.join(RUNTIMES)}")
 

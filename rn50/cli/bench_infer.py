@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
 from rn50.env import resolve_device
@@ -25,7 +26,11 @@ def bench_infer(
         ),
     ] = None,
     backend: Annotated[
-        str, typer.Option(help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti.")
+        str,
+        typer.Option(
+            help="Comma list of eager, compile, torchscript, onnxruntime, tensorrt, aoti, openvino, "
+            "openvino-throughput."
+        ),
     ] = "eager",
     precision: Annotated[
         str | None, typer.Option(help="Comma list of fp32, tf32, fp16, bf16, int8 (default: fp16 on cuda, else fp32).")
@@ -104,13 +109,12 @@ def bench_infer(
     console.print(markdown_table(shown, cols), highlight=False, soft_wrap=True)
     for r in result["rows"]:
         if r.get("batch") is not None and r.get("reason"):
-            msg = f"{r['backend']} {r['precision']} batch {r['batch']}: {r['status']}: {r['reason']}"
+            msg = escape(f"{r['backend']} {r['precision']} batch {r['batch']}: {r['status']}: {r['reason']}")
             console.print(msg, highlight=False, soft_wrap=True)
     for s in result["series"]:
         if s.get("reason"):
-            console.print(
-                f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}", highlight=False, soft_wrap=True
-            )
+            line = escape(f"{s['backend']} {s['precision']}: {s['status']}: {s['reason']}")
+            console.print(line, highlight=False, soft_wrap=True)
         if s.get("top1_agreement") is not None:
             console.print(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "

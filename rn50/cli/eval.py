@@ -12,7 +12,7 @@ from rn50.cli.common import console, err_console
 
 
 def eval_command(
-    model: Annotated[Path, typer.Argument(help="Checkpoint or exported artifact (.onnx, .ts, .pt2, .plan).")],
+    model: Annotated[Path, typer.Argument(help="Checkpoint or exported artifact (.onnx, .ts, .pt2, .plan, .ov).")],
     data: Annotated[Path, typer.Argument(help="Labelled ImageNet-layout folder (its val/ split is used).")],
     reference: Annotated[
         Path | None, typer.Option(help="fp32 checkpoint to compare with (default: the one the sidecar names).")

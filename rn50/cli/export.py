@@ -15,7 +15,7 @@ from rn50.env import resolve_device
 
 def export(
     checkpoint: Annotated[Path, typer.Argument(help="rn50, torchvision or NVIDIA checkpoint.")],
-    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | aoti | trt | triton")],
+    fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | aoti | trt | openvino | triton")],
     out: Annotated[Path | None, typer.Option(help="Output path (default: beside the checkpoint).")] = None,
     precision: Annotated[
         str | None, typer.Option(help="fp32 | fp16 | bf16 | int8 (default: fp16 for trt, else fp32).")
@@ -34,6 +34,12 @@ def export(
             "Default: tensorrt for trt or --device cuda, else cpu."
         ),
     ] = None,
+    quantizer: Annotated[
+        str | None,
+        typer.Option(
+            help="openvino INT8: nncf (NNCF, the default; the openvino-quant extra) | ort (the onnx CPU Q/DQ model)."
+        ),
+    ] = None,
     int8_stem: Annotated[
         str, typer.Option(help="INT8: keep the first convolution float (default) or quantise it too: int8, faster.")
     ] = "float",
@@ -44,9 +50,9 @@ def export(
     device: Annotated[
         str, typer.Option(help=f"{DEVICE_HELP}: where torchscript/aoti run (trt: always cuda).")
     ] = "auto",
-    triton_backend: Annotated[str, typer.Option(help="Model inside a triton repository: onnx | torchscript | trt")] = (
-        "onnx"
-    ),
+    triton_backend: Annotated[
+        str, typer.Option(help="Model inside a triton repository: onnx | torchscript | trt | openvino")
+    ] = "onnx",
     simplify: Annotated[bool, switch("simplify", help="Simplify the ONNX graph (onnxsim).")] = (False),
     verify: Annotated[bool, switch("verify", help="Prove parity with eager PyTorch.")] = True,
     force: Annotated[bool, switch("force", help="Replace an existing output.")] = False,
@@ -56,9 +62,14 @@ def export(
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the sidecar as JSON.")] = False,
 ) -> None:
-    """Export a checkpoint to ONNX (fp32/fp16/int8 Q/DQ), TorchScript, AOTInductor, TensorRT or a Triton repository,
-    proving parity with eager PyTorch."""
+    """Export a checkpoint to ONNX (fp32/fp16/int8 Q/DQ), TorchScript, AOTInductor, TensorRT, OpenVINO or a Triton
+    repository, proving parity with eager PyTorch."""
+    from rn50.errors import UserError
     from rn50.export import ExportOptions, export_model
+    from rn50.export.formats import get_format
+
+    if quantizer is not None and "openvino" not in (get_format(fmt).name, triton_backend):
+        raise UserError("--quantizer applies to --format openvino (ONNX INT8 is always ONNX Runtime's quantiser)")
 
     options = ExportOptions(
         precision=precision,
@@ -78,6 +89,7 @@ def export(
         triton_backend=triton_backend,
         workspace_gib=workspace_gib,
         timing_cache=timing_cache,
+        extra={"quantizer": quantizer} if quantizer else {},
     )
     with err_console.status(f"exporting {checkpoint} to {fmt} ..."):
         result = export_model(checkpoint, fmt, out, options)

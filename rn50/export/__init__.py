@@ -32,6 +32,7 @@ from rn50.export.formats import (
     ExportOptions,
     Format,
     artifact_format,
+    format_by_suffix,
     get_format,
     is_artifact,
     packaged_format,
@@ -129,6 +130,8 @@ def _resolve_device(fmt: Format, device: str) -> torch.device:
 
             require_trt()
         return torch.device("cuda")
+    if fmt.cpu_only:
+        return torch.device("cpu")
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is visible here (torch.cuda.is_available() is False)")
@@ -294,13 +297,18 @@ def _publish(tmp: Path, out: Path, artifact: Path, sidecar: dict[str, Any], forc
 
 
 def load_artifact(
-    path: str | os.PathLike, device: str = "cpu", sidecar: dict[str, Any] | None = None, threads: int | None = None
+    path: str | os.PathLike,
+    device: str = "cpu",
+    sidecar: dict[str, Any] | None = None,
+    threads: int | None = None,
+    **options: Any,
 ) -> Runner:
-    """Load any exported artifact (or a Triton repository made by export) as a Runner: `runner(x) -> logits`."""
+    """Load any exported artifact (or a Triton repository made by export) as a Runner: `runner(x) -> logits`.
+    `options` go to the format's loader (openvino: mode="latency" | "throughput")."""
     path = Path(path)
     if not path.exists():
         raise UserError(f"artifact not found: {path}")
-    if path.is_dir():
+    if path.is_dir() and format_by_suffix(path) is None:  # a folder artifact (.ov) is not a repository
         from rn50.export.triton import find_model
 
         path = find_model(path)
@@ -310,4 +318,4 @@ def load_artifact(
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"device {device!r} asked for, but no CUDA GPU is visible here")
-    return fmt.load(path, dev, sidecar, threads)
+    return fmt.load(path, dev, sidecar, threads, **options)

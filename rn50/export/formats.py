@@ -32,6 +32,7 @@ class TritonSpec:
     platform: str  # config.pbtxt `platform`
     model_file: str  # the file name inside <repo>/rn50/<version>/
     io_names: tuple[str, str]  # (input, output) tensor names the server sees
+    backend: str = ""  # config.pbtxt `backend`, for the backends named that way instead of by a platform
 
 
 @dataclass(frozen=True)
@@ -45,6 +46,7 @@ class Format:
     aliases: tuple[str, ...] = ()
     sidecar_fields: tuple[str, ...] = ()  # the keys this format's exporter writes under the sidecar's "export"
     needs_cuda: bool = False  # built and run on a CUDA GPU only
+    cpu_only: bool = False  # built and run on the CPU, whatever --device says
     int8_target: str | None = None  # the INT8 Q/DQ form this format needs (None: whichever the device suits)
     triton: TritonSpec | None = None  # how Triton serves it (None: not servable by Triton)
     kind: str = "artifact"  # or "package": wraps an artifact of one of `backends`
@@ -65,8 +67,8 @@ class Format:
     def export(self, model: Any, path: Path, opts: ExportOptions) -> dict[str, Any]:
         return _resolve(self.exporter)(model, path, opts)
 
-    def load(self, path: Path, device: Any, sidecar: dict[str, Any], threads: int | None = None) -> Any:
-        return _resolve(self.loader)(path, device, sidecar, threads)
+    def load(self, path: Path, device: Any, sidecar: dict[str, Any], threads: int | None = None, **options: Any) -> Any:
+        return _resolve(self.loader)(path, device, sidecar, threads, **options)
 
 
 def _resolve(target: str) -> Callable[..., Any]:
@@ -121,12 +123,25 @@ REGISTRY: dict[str, Format] = {
             triton=TritonSpec("tensorrt_plan", "model.plan", ("input", "logits")),
         ),
         Format(
+            "openvino",
+            runtime="openvino",
+            suffixes=(".ov", ".xml"),  # a folder holding model.xml + model.bin, or the .xml beside its .bin
+            precisions=("fp32", "bf16", "int8"),
+            exporter="rn50.export.openvino:export",
+            loader="rn50.export.openvino:load_openvino",
+            aliases=("ov",),
+            sidecar_fields=("onnx", "openvino", "quantization"),
+            int8_target="cpu",
+            cpu_only=True,  # OpenVINO's GPU plugin is for Intel GPUs
+            triton=TritonSpec("", "model.xml", ("input", "logits"), backend="openvino"),
+        ),
+        Format(
             "triton",
             runtime="triton",
             suffixes=(),
             precisions=("fp32", "fp16", "int8"),
             kind="package",
-            backends=("onnx", "torchscript", "trt"),
+            backends=("onnx", "torchscript", "trt", "openvino"),
         ),
     )
 }

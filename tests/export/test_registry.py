@@ -21,20 +21,30 @@ from rn50.export.trt import network_flags
 
 
 def test_one_record_per_format_with_every_name():
-    assert FORMATS == ("onnx", "torchscript", "aoti", "trt", "triton")
+    assert FORMATS == ("onnx", "torchscript", "aoti", "trt", "openvino", "triton")
     assert get_format("onnxruntime") is get_format("onnx") is REGISTRY["onnx"]
     assert get_format("tensorrt") is get_format("TRT") is REGISTRY["trt"]
     assert get_format("aotinductor").name == "aoti"
     for fmt in artifact_formats():
         assert fmt.runtime in RUNTIMES  # bench infer runs every artifact format under its runtime name
         assert fmt.exporter and fmt.loader and fmt.suffixes and fmt.precisions
-    with pytest.raises(UserError, match="unknown format 'tflite'; valid formats: onnx, torchscript, aoti, trt, triton"):
+    with pytest.raises(
+        UserError, match="unknown format 'tflite'; valid formats: onnx, torchscript, aoti, trt, openvino, triton"
+    ):
         get_format("tflite")
 
 
 @pytest.mark.parametrize(
     ("name", "fmt"),
-    [("m.onnx", "onnx"), ("m.ts", "torchscript"), ("m.pt2", "aoti"), ("m.plan", "trt"), ("m.engine", "trt")],
+    [
+        ("m.onnx", "onnx"),
+        ("m.ts", "torchscript"),
+        ("m.pt2", "aoti"),
+        ("m.plan", "trt"),
+        ("m.engine", "trt"),
+        ("m.ov", "openvino"),
+        ("model.xml", "openvino"),
+    ],  # fmt: skip
 )
 def test_suffixes(tmp_path, name, fmt):
     path = tmp_path / name

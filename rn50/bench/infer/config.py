@@ -75,7 +75,7 @@ class InferConfig:
             raise UserError(f"--rounds must be >= 1, got {self.rounds}")
         if self.image_size < 32:
             raise UserError(f"--image-size must be >= 32 (ResNet-50 downsamples 32x), got {self.image_size}")
-        if self.source is not None and not Path(self.source).is_file():
+        if self.source is not None and not (Path(self.source).is_file() or is_artifact(Path(self.source))):
             raise UserError(f"not a file: {self.source} (give a checkpoint or an exported artifact)")
         for name, path in (("--images", self.images), ("--calib-dir", self.calib_dir)):
             if path is not None and not Path(path).is_dir():
@@ -153,8 +153,9 @@ def output_stem(cfg: InferConfig, backends: list[str]) -> str:
     for backend, dist, tag in (
         ("onnxruntime", ("onnxruntime-gpu", "onnxruntime"), "ort"),
         ("tensorrt", ("tensorrt",), "trt"),
+        ("openvino", ("openvino",), "ov"),
     ):
-        if backend in backends:
+        if any(b == backend or b.startswith(f"{backend}-") for b in backends):
             for d in dist:
                 try:
                     parts.append(f"{tag}{short(metadata.version(d))}")
@@ -187,7 +188,7 @@ def method_lines(cfg: InferConfig) -> list[str]:
         "speedup = median over rounds of the series' img/s over eager fp32's in the same round"
     )
     timer = "CUDA events per iteration" if cfg.device.startswith("cuda") else "time.perf_counter per iteration"
-    return [
+    lines = [
         f"{cfg.warmup} warmup iterations excluded, then {loop}; {timer}",
         "img/s = images / total timed seconds; latency percentiles from the same per-iteration samples",
         "compile/export/engine build and each batch's first call (new shape, graph capture) timed separately",
@@ -200,3 +201,10 @@ def method_lines(cfg: InferConfig) -> list[str]:
         "cuDNN autotuner (cudnn.benchmark) on" if cfg.device.startswith("cuda") else "CPU: no cuDNN",
         f"CPU threads: torch {torch.get_num_threads()}, ONNX Runtime {cfg.threads or 'its default (all cores)'}",
     ]
+    if any(b.startswith("openvino") for b in cfg.backends):
+        lines.append(
+            "OpenVINO: fp32 runs with INFERENCE_PRECISION_HINT=f32; latency = 1 stream, 1 infer request; "
+            "openvino-throughput = the THROUGHPUT hint's streams, one request per stream (AsyncInferQueue), each "
+            "batch split across them; threads, streams and kernels per series in the JSON"
+        )
+    return lines
