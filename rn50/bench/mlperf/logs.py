@@ -96,7 +96,7 @@ def run_record(folder: Path, scenario: str) -> dict[str, Any]:
         for p in ("50.00", "90.00", "99.00"):
             tag = p.rstrip("0").rstrip(".")
             rec[f"query_p{tag}_ms"] = _ms(d.get(f"result_{p}_percentile_per_query_latency_ns"))
-    if "early_stopping_met" in failed and d.get("early_stopping_result"):
+    if "early stopping" in failed and d.get("early_stopping_result"):
         rec["early_stopping"] = " ".join(str(d["early_stopping_result"]).split())
     if scenario == "server":
         rec["target_qps"] = d.get("effective_target_qps")

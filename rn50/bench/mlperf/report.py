@@ -117,7 +117,9 @@ def notes(result: dict[str, Any]) -> list[str]:
     system += f", batch {plan.get('batch')}"
     if result["scenario"] == "server":
         system += f", batcher timeout {plan.get('batch_timeout_ms')} ms"
-    lines.append(system + f"; calibrated capacity {plan.get('capacity_samples_s')} samples/s")
+    if plan.get("capacity_samples_s"):
+        system += f"; calibrated capacity {plan['capacity_samples_s']} samples/s"
+    lines.append(system)
     lines.append("source: " + ", ".join(f"{k} {v}" for k, v in source.items() if k not in ("backend", "device")))
     lines.append(f"query sample library: {result.get('images')} images of {result['data']}")
     if plan.get("note"):

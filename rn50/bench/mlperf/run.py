@@ -22,7 +22,15 @@ from rn50.bench.mlperf.settings import (
     settings_record,
 )
 from rn50.bench.mlperf.sut import SystemUnderTest
-from rn50.bench.mlperf.system import Plan, build_runtime, calibrate, calibration_sizes, forward_fn, plan
+from rn50.bench.mlperf.system import (
+    Calibration,
+    Plan,
+    build_runtime,
+    calibrate,
+    calibration_sizes,
+    forward_fn,
+    plan,
+)
 from rn50.bench.progress import ProgressBar
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.errors import UserError
@@ -144,7 +152,9 @@ def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest
     _check_counts(opts, library, official)
     sut = SystemUnderTest(lg, forward_fn(rt), library, opts.scenario, source["batch"], 0.0, rt.input_channels_last)
     batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
-    cal = calibrate(sut, calibration_sizes(opts.scenario, batch))
+    # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
+    timed = opts.mode == "performance" or opts.scenario == "server"
+    cal = calibrate(sut, calibration_sizes(opts.scenario, batch)) if timed else Calibration({})
     bound_s = (opts.target_latency_ms or official.server_target_latency_ns / 1e6) / 1e3
     p = plan(opts, batch, cal, bound_s)
     sut.batch, sut.timeout_s = p.batch, p.timeout_s
