@@ -31,7 +31,7 @@ SERVER_MARGIN = 0.8  # of the latency bound, for the batcher's worst case; the r
 # LoadGen sizes Offline's query and the SingleStream/MultiStream schedules from the expected speed, and a run that
 # finishes them before its minimum duration is INVALID: expect this much faster than the fastest calibration call
 # (a longer run, never a short one; CPU calls speed up for a while after the first ones).
-HEADROOM = 1.25  # Offline: the query lasts HEADROOM x 1.1 x the minimum duration when the calibration holds
+HEADROOM = 1.5  # Offline: the query lasts HEADROOM x 1.1 x the minimum duration when the calibration holds
 LATENCY_HEADROOM = 2.0  # SingleStream/MultiStream: more queries generated, the run no longer
 
 
