@@ -39,6 +39,9 @@ def bench_mlperf(
         float | None,
         typer.Option(help="Server target QPS (default: half the calibrated capacity); Offline expected QPS."),
     ] = None,
+    concurrency: Annotated[
+        int, typer.Option(min=1, help="Offline/Server inference threads (eager, onnxruntime, torchscript).")
+    ] = 1,
     fp32_top1: Annotated[
         float | None, typer.Option(help="Accuracy: the fp32 reference top-1 % for the 99% target.")
     ] = None,
@@ -94,6 +97,7 @@ def bench_mlperf(
         min_duration_s=min_duration,
         min_query_count=min_query_count,
         sample_count=sample_count,
+        concurrency=concurrency,
         find_peak=find_peak,
         peak_tries=peak_tries,
         fp32_top1=fp32_top1,

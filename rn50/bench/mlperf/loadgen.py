@@ -127,6 +127,11 @@ def run_test(
         raise sut.error
     record = run_record(folder, scenario)
     record["seconds"] = round(time.perf_counter() - start, 3)
+    record["inference_s"] = round(sut.infer_s, 3)
+    if scenario == "offline" and record.get("max_ms") and not stopped:
+        # The share of LoadGen's Offline duration spent inside the runtime's calls (up to the top-1 on the host);
+        # the rest is the harness: gathering batches, LoadGen's responses. Over 100% with --concurrency: calls overlap.
+        record["runtime_busy"] = round(sut.infer_s / (record["max_ms"] / 1e3), 4)
     record["folder"] = str(folder)
     if stopped is not None:
         record["stopped"] = stopped

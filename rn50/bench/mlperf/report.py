@@ -27,6 +27,7 @@ COLUMNS = [
     ("p999_ms", "p99.9 ms"),
     ("samples", "samples"),
     ("seconds", "seconds"),
+    ("runtime_busy", "runtime busy"),
     ("compliance", "compliance"),
     ("top1", "top-1 %"),
 ]
@@ -87,7 +88,8 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
         if rec.get("stopped"):
             verdict = f"stopped by {rec['stopped']} ({verdict})"
         acc = rec.get("accuracy") or {}
-        row = {k: rec.get(k) for k in ("metric", "metric_value", "unit", "samples", "seconds", "target_qps")}
+        keys = ("metric", "metric_value", "unit", "samples", "seconds", "target_qps", "runtime_busy")
+        row = {k: rec.get(k) for k in keys}
         row.update({k: rec.get(k) for k in ("p50_ms", "p90_ms", "p99_ms", "p999_ms")})
         if acc:
             row.update(metric="top-1", metric_value=acc["top1"], unit="%")

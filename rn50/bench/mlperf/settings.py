@@ -52,6 +52,7 @@ class MlperfOptions:
     min_duration_s: float | None = None  # the options that shorten a run (NOT COMPLIANT)
     min_query_count: int | None = None
     sample_count: int | None = None
+    concurrency: int = 1  # Offline/Server inference threads
     find_peak: bool = False
     peak_tries: int = 8
     fp32_top1: float | None = None  # the fp32 reference top-1 (%) for the 99% accuracy target
@@ -78,6 +79,7 @@ class MlperfOptions:
             ("--min-query-count", self.min_query_count),
             ("--sample-count", self.sample_count),
             ("--peak-tries", self.peak_tries),
+            ("--concurrency", self.concurrency),
             ("--fp32-top1", self.fp32_top1),
         ):
             if value is not None and not value > 0:
@@ -95,6 +97,8 @@ class MlperfOptions:
             bad = [name for name, given in server_only.items() if given]
             if bad:
                 raise UserError(f"{', '.join(bad)}: Server scenario only (this is {self.scenario})")
+        if self.concurrency > 1 and self.scenario not in ("offline", "server"):
+            raise UserError("--concurrency: Offline and Server only (SingleStream and MultiStream answer in turn)")
         if self.find_peak and self.mode != "performance":
             raise UserError("--find-peak searches performance runs: drop --mode accuracy")
         if self.find_peak and self.target_qps is not None:

@@ -2,10 +2,11 @@
 
 SingleStream and MultiStream: the query is the batch (1 sample, or MultiStream's 8), run in LoadGen's issue call as
 MLCommons' reference does, since LoadGen waits for it before the next query anyway. Offline and Server: the issue call
-only queues the samples; one worker thread runs them in batches of up to `batch` (Offline: LoadGen's one large query
+only queues the samples; worker threads run them in batches of up to `batch` (Offline: LoadGen's one large query
 cut into full batches; Server: a dynamic batcher that waits at most `timeout_s` after a batch's first sample for it
-to fill, a timeout chosen below the latency bound). One inference at a time: the batch, not concurrent calls, fills
-the device, and runtimes that are not thread safe (a TensorRT execution context) stay correct.
+to fill, a timeout chosen below the latency bound). One worker by default: the batch fills the device, and runtimes
+that are not thread safe (a TensorRT execution context) stay correct; `workers` > 1 overlaps calls where a runtime
+allows it (ONNX Runtime's session.run is thread safe, and two calls fill the gaps between one call's operators).
 
 Each sample is answered with its top-1 class index as a float32, the response MLCommons' reference sends and its
 accuracy-imagenet.py reads. Nothing here may raise into LoadGen (its C++ threads would abort the process): a failure
@@ -43,8 +44,10 @@ class SystemUnderTest:
         batch: int,
         timeout_s: float = 0.0,
         channels_last: bool = False,
+        workers: int = 1,
     ) -> None:
         self.lg, self.forward, self.library = lg, forward, library
+        self.workers = workers  # Offline/Server: inference threads (more than one only for thread-safe runtimes)
         self.inline = scenario in ("singlestream", "multistream")
         self.batch, self.timeout_s, self.channels_last = batch, timeout_s, channels_last
         self.hold_limit: int | None = None  # Server: see the module docstring
@@ -56,8 +59,9 @@ class SystemUnderTest:
         self.closed = False
         self.issued = 0  # samples, for progress
         self.completed = 0
+        self.infer_s = 0.0  # seconds inside inference calls (summed over workers): the runtime's share of a run
         self.error: BaseException | None = None
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- LoadGen's callbacks (its threads)
     def issue(self, samples: list[Any]) -> None:
@@ -84,10 +88,14 @@ class SystemUnderTest:
     def start(self) -> None:
         self.stopping = self.closed = False
         self.issued = self.completed = 0
+        self.infer_s = 0.0
         self.error = None
         if not self.inline:
-            self._thread = threading.Thread(target=self._work, name="rn50-sut", daemon=True)
-            self._thread.start()
+            self._threads = [
+                threading.Thread(target=self._work, name="rn50-sut", daemon=True) for _ in range(self.workers)
+            ]
+            for thread in self._threads:
+                thread.start()
 
     def stop(self) -> None:
         with self.cv:
@@ -109,15 +117,19 @@ class SystemUnderTest:
         with self.cv:
             self.closed = True
             self.cv.notify_all()
-        if self._thread is not None:
-            self._thread.join()
-            self._thread = None
+        for thread in self._threads:
+            thread.join()  # no signal reaches here: it runs after LoadGen returned, on answered work
+        self._threads = []
 
     def infer(self, indices: list[int]) -> Tensor:
         """Top-1 class per loaded sample, as float32 on the host (the calibration times exactly this)."""
+        return self._top1(self._gather(indices))
+
+    def _gather(self, indices: list[int]) -> Tensor:
         x = self.library.batch(indices)
-        if self.channels_last:
-            x = x.contiguous(memory_format=torch.channels_last)
+        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+
+    def _top1(self, x: Tensor) -> Tensor:
         with torch.no_grad():
             logits = self.forward(x)
         return logits.argmax(1).to(torch.float32).cpu()
@@ -173,7 +185,10 @@ class SystemUnderTest:
             return
         for start in range(0, len(items), self.batch):
             chunk = items[start : start + self.batch]
-            self._complete(chunk, self.infer([i for _, i, _ in chunk]).numpy())
+            x = self._gather([i for _, i, _ in chunk])
+            t0 = time.perf_counter()
+            top1 = self._top1(x).numpy()  # the runtime's call and the readback it waits for
+            self._complete(chunk, top1, time.perf_counter() - t0)
             if self.stopping:
                 self._complete(items[start + self.batch :], None)
                 return
@@ -184,7 +199,7 @@ class SystemUnderTest:
             self.pending.clear()
         self._complete(items, None)
 
-    def _complete(self, items: list[Item], top1: Any) -> None:
+    def _complete(self, items: list[Item], top1: Any, infer_s: float = 0.0) -> None:
         if not items:
             return
         response = self.lg.QuerySampleResponse
@@ -196,3 +211,4 @@ class SystemUnderTest:
         self.lg.QuerySamplesComplete(responses)  # copies the data it logs before it returns; top1 lives until then
         with self.cv:
             self.completed += len(items)
+            self.infer_s += infer_s

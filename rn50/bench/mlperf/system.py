@@ -26,6 +26,7 @@ from rn50.errors import UserError, first_line
 from rn50.export.formats import artifact_format, get_format, is_artifact
 from rn50.export.sidecar import read_sidecar, sidecar_image_size, sidecar_max_batch
 
+THREAD_SAFE = ("eager", "onnxruntime", "torchscript")  # runtimes whose forward may run on two threads at once
 SIDECAR_KEYS = ("format", "precision", "source_checkpoint", "source_sha256", "num_classes", "rn50_version")
 SERVER_MARGIN = 0.8  # of the latency bound, for the batcher's worst case; the rest absorbs jitter
 # LoadGen sizes Offline's query and the SingleStream/MultiStream schedules from the expected speed, and a run that
@@ -41,7 +42,7 @@ def _source(opts: MlperfOptions) -> tuple[Any, dict[str, Any], int | None, int |
     if is_artifact(path):
         sidecar = read_sidecar(path) or {}
         fmt = artifact_format(path, sidecar)
-        if opts.backend and get_format(opts.backend).runtime != fmt.runtime:
+        if opts.backend and opts.backend.lower() not in fmt.names:
             raise UserError(f"{path} is a {fmt.name} artifact, run by {fmt.runtime}: drop --backend {opts.backend}")
         if opts.precision and sidecar.get("precision") and opts.precision != sidecar["precision"]:
             raise UserError(f"{path} was exported in {sidecar['precision']}: drop --precision {opts.precision}")
@@ -97,6 +98,8 @@ def build_runtime(opts: MlperfOptions, folder: Path, workdir: Path) -> tuple[Run
     if model is None:
         rt.precision = str(rt.info.get("precision") or summary.get("precision") or "fp32")
         rt.name = get_format(str(rt.info.get("format") or rt.name)).runtime
+    if opts.concurrency > 1 and rt.name not in THREAD_SAFE:
+        raise UserError(f"{rt.name} runs one call at a time here (not thread safe): drop --concurrency")
     summary.update(backend=rt.name, precision=rt.precision, image_size=image_size, batch=batch, device=opts.device)
     return rt, summary
 
