@@ -23,6 +23,7 @@ from rn50.bench.mlperf.settings import (
 )
 from rn50.bench.mlperf.sut import SystemUnderTest
 from rn50.bench.mlperf.system import (
+    SERVER_MARGIN,
     Calibration,
     Plan,
     build_runtime,
@@ -108,12 +109,13 @@ def fp32_reference(
     opts: MlperfOptions, source: dict[str, Any], library: SampleLibrary, top1: float
 ) -> dict[str, Any] | None:
     """The fp32 top-1 the 99% target is taken from: --fp32-top1, this run when it is eager fp32 from a
-    checkpoint, or the artifact's source checkpoint (named by its sidecar) evaluated here on the same images."""
+    checkpoint, or the checkpoint (given, or the source the artifact's sidecar names) evaluated here in eager fp32
+    on the same images."""
     if opts.fp32_top1 is not None:
         return {"top1": opts.fp32_top1, "from": "--fp32-top1"}
     if "checkpoint" in source and source["backend"] == "eager" and source["precision"] == "fp32":
         return {"top1": top1, "from": "this run (eager fp32)"}
-    src = source.get("source_checkpoint")
+    src = source.get("source_checkpoint") or source.get("checkpoint")
     if not src or not Path(src).is_file():
         return None
     import torch
@@ -130,7 +132,7 @@ def fp32_reference(
             pred = model(ref.batch(chunk)).argmax(1).cpu().tolist()
         ref.unload(chunk)
         good += sum(int(p == ref.labels[i]) for p, i in zip(pred, chunk, strict=True))
-    return {"top1": 100.0 * good / len(ref), "from": f"source checkpoint {src} (eager fp32, same images)"}
+    return {"top1": 100.0 * good / len(ref), "from": f"checkpoint {src} (eager fp32, same images)"}
 
 
 def _check_counts(opts: MlperfOptions, library: SampleLibrary, official: Any) -> None:
@@ -156,8 +158,10 @@ def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest
     batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
     # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
     timed = opts.mode == "performance" or opts.scenario == "server"
-    cal = calibrate(sut, calibration_sizes(opts.scenario, batch)) if timed else Calibration({})
     bound_s = (opts.target_latency_ms or official.server_target_latency_ns / 1e6) / 1e3
+    # Server: no batch size past the first whose median call cannot fit the bound (a larger one cannot either)
+    limit = SERVER_MARGIN * bound_s / 2 if opts.scenario == "server" else None
+    cal = calibrate(sut, calibration_sizes(opts.scenario, batch), limit_s=limit) if timed else Calibration({})
     p = plan(opts, batch, cal, bound_s)
     sut.batch, sut.timeout_s = p.batch, p.timeout_s
     return sut, source, p, cal

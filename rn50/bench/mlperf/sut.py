@@ -126,8 +126,7 @@ class SystemUnderTest:
         return self._top1(self._gather(indices))
 
     def _gather(self, indices: list[int]) -> Tensor:
-        x = self.library.batch(indices)
-        return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
+        return self.library.batch(indices, self.channels_last)
 
     def _top1(self, x: Tensor) -> Tensor:
         with torch.no_grad():

@@ -127,12 +127,17 @@ class Calibration:
 
 
 def calibrate(
-    sut: SystemUnderTest, sizes: list[int], min_s: float = 1.0, max_calls: int = 100, warmup: int = 3
+    sut: SystemUnderTest,
+    sizes: list[int],
+    min_s: float = 1.0,
+    max_calls: int = 100,
+    warmup: int = 3,
+    limit_s: float | None = None,
 ) -> Calibration:
     """Time the SUT's inference at each size: `warmup` untimed calls (the first compiles or builds the shape), then
-    at least 3 calls and `min_s` seconds. On a worker thread, as the SUT runs (a CPU's OpenMP team can time very
-    differently from the main thread on a loaded machine); the main thread waits in short joins, so a signal stops
-    it between calls."""
+    at least 3 calls and `min_s` seconds; no larger size once a size's median call passes `limit_s`. On a worker
+    thread, as the SUT runs (a CPU's OpenMP team can time very differently from the main thread on a loaded machine),
+    waited for in short waits, so a signal stops it between calls."""
     library = sut.library
     indices = [i % len(library) for i in range(max(sizes))]
     times: dict[int, list[float]] = {}
@@ -149,6 +154,8 @@ def calibrate(
                 t0 = time.perf_counter()
                 sut.infer(batch)
                 calls.append(time.perf_counter() - t0)
+            if limit_s is not None and statistics.median(calls) > limit_s:
+                return
 
     library.load(sorted(set(indices)))
     worker = Background(work, "calibrate").start()
