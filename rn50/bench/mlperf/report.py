@@ -122,7 +122,9 @@ def notes(result: dict[str, Any]) -> list[str]:
     if plan.get("capacity_samples_s"):
         system += f"; calibrated capacity {plan['capacity_samples_s']} samples/s"
     lines.append(system)
-    lines.append("source: " + ", ".join(f"{k} {v}" for k, v in source.items() if k not in ("backend", "device")))
+    lines.append(
+        "source: " + ", ".join(f"{k} {v}" for k, v in source.items() if k not in ("backend", "device", "batch"))
+    )
     lines.append(f"query sample library: {result.get('images')} images of {result['data']}")
     if plan.get("note"):
         lines.append(plan["note"])
