@@ -4,14 +4,16 @@ The guard turns the first signal into `Interrupted` at once, except while `held(
 the end of the held block, so no file is left half written. The benchmark catches it, writes the partial tables
 from what finished and re-raises with where they are; the CLI prints that one line and exits 128 + signal. Signals
 after the first are ignored: the partial tables are being written. `check()` raises again after the first signal, for
-the safe points after a library call that may have caught the first raise as one of its own errors.
+the safe points after a library call that may have caught the first raise as one of its own errors. `Background`
+runs work that blocks in C (LoadGen) on a thread the main thread waits for, so the signal still reaches it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import signal
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from rn50.errors import UserError
@@ -88,3 +90,34 @@ class StopSignals:
         if not before and self._pending:
             self._pending = False
             raise self.interruption()
+
+
+class Background:
+    """`fn()` on a daemon thread, waited for from the main thread in short waits so that signal handlers, which Python
+    runs only there, still raise: `Background(fn, "name").start().wait(tick=...)`; `error` holds what `fn` raised.
+
+    It waits on an Event, never Thread.join: a join that a handler's exception interrupts marks the thread stopped
+    while it still runs (CPython 3.11 threading._wait_for_tstate_lock, its bpo-45274 branch), and whoever trusts
+    is_alive() then frees what the thread still uses."""
+
+    def __init__(self, fn: Callable[[], Any], name: str) -> None:
+        self.done = threading.Event()
+        self.error: BaseException | None = None
+
+        def run() -> None:
+            try:
+                fn()
+            except BaseException as e:
+                self.error = e
+            finally:
+                self.done.set()
+
+        self._thread = threading.Thread(target=run, name=name, daemon=True)
+
+    def start(self) -> Background:
+        self._thread.start()
+        return self
+
+    def wait(self, period: float = 0.25, tick: Callable[[], None] = lambda: None) -> None:
+        while not self.done.wait(period):
+            tick()

@@ -7,14 +7,14 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli import bench_data, bench_infer, bench_train, data, demo, eval, export, recipes, train
+from rn50.cli import bench_data, bench_infer, bench_mlperf, bench_train, data, demo, eval, export, recipes, train
 from rn50.cli.common import command_argv, make_app, version_callback
 
 __all__ = ["app", "command_argv", "main"]
 
 app = make_app("ResNet-50 v1.5: train with the NVIDIA recipe, export verified artifacts, benchmark honestly.")
 data_app = make_app("Datasets: the built-in sample and a dataset doctor.")
-bench_app = make_app("Benchmarks: inference sweeps, training scaling, input pipelines.")
+bench_app = make_app("Benchmarks: inference sweeps, training scaling, input pipelines, MLPerf scenarios.")
 
 
 @app.callback()
@@ -38,6 +38,7 @@ app.add_typer(bench_app, name="bench")
 bench_app.command("infer")(bench_infer.bench_infer)
 bench_app.command("train")(bench_train.bench_train)
 bench_app.command("data")(bench_data.bench_data)
+bench_app.command("mlperf")(bench_mlperf.bench_mlperf)
 
 
 def main(argv: list[str] | None = None) -> None:
