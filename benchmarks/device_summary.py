@@ -104,6 +104,30 @@ def inference(results: Path) -> list[dict[str, Any]]:
     return out
 
 
+def mlperf(results: Path) -> list[dict[str, Any]]:
+    """One row per LoadGen run that `rn50 bench mlperf` wrote (reduced runs: never compliant here)."""
+    out = []
+    for path in sorted(results.glob("mlperf/mlperf-*-performance.json")):
+        data = _load(path)
+        for r in (data or {}).get("runs", []):
+            out.append(
+                {
+                    "scenario": data.get("scenario"),
+                    "batch": (data.get("plan") or {}).get("batch"),
+                    "result": r.get("result"),
+                    "metric": r.get("metric"),
+                    "value": r.get("metric_value"),
+                    "unit": r.get("unit"),
+                    "samples": r.get("samples"),
+                    "p50_ms": r.get("p50_ms"),
+                    "p90_ms": r.get("p90_ms"),
+                    "p99_ms": r.get("p99_ms"),
+                    "compliant": bool(r.get("compliant")),
+                }
+            )
+    return out
+
+
 def targets(train: list[dict], overhead: dict | None, infer: list[dict]) -> list[dict[str, Any]]:
     def best(rows, key=lambda r: r["img_s"]):
         return max(rows, key=key) if rows else None
@@ -160,6 +184,7 @@ def main(argv: list[str]) -> int:
     train = training(work / "results")
     overhead = _load(work / "results" / "overhead.json")
     infer = inference(work / "results")
+    loadgen = mlperf(work / "results")
     goals = targets(train, overhead, infer)
     gpu = m.get("gpu", "no GPU (dry run)" if "no nvidia-smi" in env_log else "?")
     lines = [
@@ -211,11 +236,19 @@ def main(argv: list[str]) -> int:
                 f"| {i['step']} | {i['backend']} | {i['precision']} | {i['batch']} | {_num(i['img_s'])} | "
                 f"{i['p50_ms']:.3f} | {i['p99_ms']:.3f} | {'yes' if i['cuda_graphs'] else 'no'} | {agree} |"
             )
+    if loadgen:
+        lines += ["", "## MLPerf LoadGen (reduced runs: NOT COMPLIANT)", ""]
+        lines += ["| scenario | batch | result | metric | samples | p50 ms | p90 ms | p99 ms |", "|---" * 8 + "|"]
+        for g in loadgen:
+            lines.append(
+                f"| {g['scenario']} | {g['batch']} | {g['result']} | {_num(g['value'])} {g['unit']} | {g['samples']} | "
+                f"{_num(g['p50_ms'])} | {_num(g['p90_ms'])} | {_num(g['p99_ms'])} |"
+            )
     text = "\n".join(lines) + "\n"
     out.mkdir(parents=True, exist_ok=True)
     (out / "summary.md").write_text(text)
     summary = {"dry_run": dry, "seconds": int(total), "machine": m, "steps": steps, "targets": goals, "training": train,
-               "overhead": overhead, "inference": infer}  # fmt: skip
+               "overhead": overhead, "inference": infer, "mlperf": loadgen}  # fmt: skip
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     print(text)
     return 0

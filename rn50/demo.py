@@ -101,6 +101,7 @@ def train_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
         raise UserError(f"training {train['status']}; the demo stops here ({out / 'train'})")
     return {
         "recipe": recipe.name,
+        "status": train["status"],
         "epochs": recipe.epochs,
         "last_top1": train["top1"],
         "best_top1": train["best_top1"],

@@ -17,8 +17,8 @@ from rn50.errors import UserError
 ROOT = Path(__file__).resolve().parents[1]
 SKIPPED_IN_DRY_RUN = {"sample-data", "train-compile"}  # the JPEG folder stands in; torch.compile takes minutes on CPU
 STEPS = ["make-jpegs", "sample-data", "sample-model", "train-synthetic", "train-pytorch-gpu", "overhead", "infer",
-         "train-compile", "gpu-tests"]  # fmt: skip
-BUDGET_S, RESERVED_S = 470, 50 + 10  # the GPU call's limit; kept for later steps, and for the environment and summary
+         "train-compile", "gpu-tests", "mlperf-offline", "mlperf-singlestream"]  # fmt: skip
+BUDGET_S, RESERVED_S = 470, 10  # the GPU call's limit; kept for the environment and the summary
 
 
 def gpu_plan() -> list[tuple[str, int, list[str]]]:
@@ -57,6 +57,11 @@ def parse_rn50(argv: list[str]) -> tuple[str, ...]:
         parse_batches(p["batch"])
         parse_list(p["backend"], RUNTIMES, "backend")
         parse_list(p["precision"], PRECISIONS, "precision")
+    elif path == ["bench", "mlperf"]:  # the command's own checks but the files' existence (PLAN makes none)
+        from rn50.bench.mlperf import MlperfOptions
+
+        keys = ("scenario", "mode", "batch", "min_query_count", "sample_count", "concurrency")
+        MlperfOptions(ROOT, ROOT, min_duration_s=p["min_duration"], **{k: p[k] for k in keys}).validate()
     elif path == ["train"]:
         get_recipe(p["recipe"])
     return tuple(path)
@@ -67,12 +72,12 @@ def test_gpu_run_fits_its_budget_and_the_cli_accepts_every_command():
     assert [name for name, _, _ in plan] == STEPS
     assert sum(limit for _, limit, _ in plan) <= BUDGET_S - RESERVED_S
     rn50 = [argv[argv.index("rn50") + 1 :] for _, _, argv in plan if argv[1:3] == ["-m", "rn50"]]
-    assert len(rn50) == 6
+    assert len(rn50) == 8
     commands = set()
     for argv in rn50:
         commands.add(parse_rn50(argv))
         assert "cuda" in argv or argv[:2] == ["data", "sample"], argv  # the GPU branch, not the dry run's
-    assert commands == {("data", "sample"), ("train",), ("bench", "train"), ("bench", "infer")}
+    assert commands == {("data", "sample"), ("train",), ("bench", "train"), ("bench", "infer"), ("bench", "mlperf")}
     # The check is not vacuous: the suite's old train-synthetic line is refused, as it was on the GPU.
     with pytest.raises(UserError, match="at most one mixed"):
         parse_rn50(["bench", "train", "--device", "cuda", "--precision", "fp16,bf16"])
@@ -97,6 +102,10 @@ def test_device_suite_dry_run_runs_every_step(tmp_path):
         (b, n) for b in ("eager", "torchscript") for n in (1, 2)
     }
     assert all(i["top1_agreement"] is not None for i in summary["inference"])
+    assert [(g["scenario"], g["result"], g["compliant"]) for g in summary["mlperf"]] == [
+        ("offline", "VALID", False),
+        ("singlestream", "VALID", False),
+    ]
     assert summary["overhead"]["same_work"] is True
     text = (tmp_path / "summary.md").read_text()
     assert "DRY RUN" in text and "| train-pytorch-gpu | ok |" in text

@@ -224,22 +224,3 @@ def test_a_signal_stops_loadgen_cleanly_and_keeps_its_logs(random_ckpt, sample_d
     assert "Result is : INVALID" in (run / "mlperf_log_summary.txt").read_text()  # LoadGen ended and wrote it
     table = (tmp_path / f"mlperf-{scenario}-performance.md").read_text()
     assert f"stopped by {signal.Signals(signum).name} (INVALID)" in table
-
-
-def test_the_device_suite_command_lines_parse(tmp_path):
-    """The Offline and SingleStream steps the GPU suite runs (see the README): the parser takes them as written."""
-    import typer
-
-    from rn50.cli import app
-
-    mlperf = typer.main.get_command(app).commands["bench"].commands["mlperf"]
-    ckpt, data = str(tmp_path / "best.pth"), str(tmp_path / "jpegs")
-    common = ["--device", "cuda", "--precision", "fp16", "--image-size", "224", "--sample-count", "500"]
-    for argv in (
-        [ckpt, data, "--scenario", "offline", *common, "--batch", "256", "--min-duration", "20",
-         "--min-query-count", "4096", "--out", str(tmp_path / "offline")],
-        [ckpt, data, "--scenario", "singlestream", *common, "--min-duration", "15", "--min-query-count", "1024",
-         "--out", str(tmp_path / "singlestream")],
-    ):  # fmt: skip
-        ctx = mlperf.make_context("mlperf", argv)
-        assert ctx.params["sample_count"] == 500 and ctx.params["min_duration"] > 0
