@@ -15,7 +15,7 @@ def graphs() -> int:
 
 @pytest.mark.slow
 def test_two_static_compile_series_compile_outside_their_timed_rounds(tmp_path, monkeypatch):
-    timed = infer.timed_loop
+    timed = infer.sweep.timed_loop
     inside: list[int] = []  # dynamo's compile events during each timed window
 
     def watched(step, **kwargs):
@@ -24,7 +24,7 @@ def test_two_static_compile_series_compile_outside_their_timed_rounds(tmp_path, 
         inside.append(graphs() - before)
         return result
 
-    monkeypatch.setattr(infer, "timed_loop", watched)
+    monkeypatch.setattr(infer.sweep, "timed_loop", watched)  # where the sweep looks it up
     counters.clear()
     cfg = InferConfig(
         batches=[1, 2], backends=["compile"], precisions=["fp32", "bf16"], device="cpu", image_size=32, warmup=1,

@@ -368,13 +368,13 @@ def test_gpu_sweep_times_the_gpu_it_is_given_with_cudnn_autotuning(tmp_path, mon
     last = torch.cuda.device_count() - 1
     before = (torch.cuda.current_device(), torch.backends.cudnn.benchmark)
     seen = []
-    timed = infer.timed_loop
+    timed = infer.sweep.timed_loop
 
     def watched(step, **kwargs):
         seen.append((torch.cuda.current_device(), torch.backends.cudnn.benchmark))
         return timed(step, **kwargs)
 
-    monkeypatch.setattr(infer, "timed_loop", watched)
+    monkeypatch.setattr(infer.sweep, "timed_loop", watched)  # where the sweep looks it up
     cfg = InferConfig(
         batches=[4], backends=["eager"], precisions=["fp16"], device=f"cuda:{last}", image_size=64, warmup=1,
         iters=3, out=tmp_path, progress=False, num_classes=10,
