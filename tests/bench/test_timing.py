@@ -64,7 +64,9 @@ def test_interleaved_rotates_the_order():
 def test_one_rotation_and_one_split_for_every_bench():
     """bench infer, train and data take their round order and per-round share from these (no copies of their own),
     so the ramp test above covers the rule they run."""
+    import importlib
     import inspect
+    import pkgutil
 
     from rn50.bench import datapipe, infer, scaling
     from rn50.bench.timing import round_order, split_rounds
@@ -72,9 +74,14 @@ def test_one_rotation_and_one_split_for_every_bench():
     assert [round_order("abc", r) for r in range(4)] == [list("abc"), list("bca"), list("cab"), list("abc")]
     assert round_order([], 3) == []
     assert split_rounds(10, 3) == [4, 3, 3] and split_rounds(2, 5) == [1, 1] and sum(split_rounds(150, 5)) == 150
-    for module in (infer, scaling, datapipe):
-        assert "round_order(" in inspect.getsource(module), module.__name__
-        assert "% len(" not in inspect.getsource(module), module.__name__
+    for package in (infer, scaling, datapipe):
+        sources = {
+            m.name: inspect.getsource(importlib.import_module(f"{package.__name__}.{m.name}"))
+            for m in pkgutil.iter_modules(package.__path__)
+            if not m.name.startswith("__")
+        }
+        assert any("round_order(" in text for text in sources.values()), package.__name__
+        assert [name for name, text in sources.items() if "% len(" in text] == [], package.__name__
 
 
 def test_flags_name_the_problem_and_the_remedy():
