@@ -10,6 +10,7 @@ from rn50.export import load_artifact
 from rn50.export.kernel_paths import INTEGER_PATHS, KernelPathError, check_kernel_paths, is_x86
 from tests.conftest import run_cli
 from tests.export.conftest import assert_agrees, export_sample
+from tests.export.test_precision import assert_sidecar_math_and_tolerance
 
 
 def int8_weights(path) -> list[np.ndarray]:
@@ -54,6 +55,7 @@ def test_fp16_agrees_with_fp32_on_the_sample_model(sample_model, sample_dir, sam
     out = tmp_path / "fp16.onnx"
     sidecar = export_sample(sample_model, sample_dir, out, "--precision", "fp16")
     assert sidecar["precision"] == "fp16" and sidecar["parity"]["real"]["n"] == 360
+    assert_sidecar_math_and_tolerance(sidecar, "fp16")
     assert_agrees(sample_reference["logits"], load_artifact(out)(sample_reference["images"]))
 
 

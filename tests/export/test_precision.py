@@ -130,16 +130,22 @@ def test_tf32_is_refused_on_the_cpu_in_one_line(tiny_checkpoint, tmp_path):
     assert res.exit_code == 2 and "tf32 is a CUDA math mode" in res.output and "Traceback" not in res.output
 
 
+def assert_sidecar_math_and_tolerance(meta: dict, precision: str) -> None:
+    assert meta["math"] == MATH[precision]
+    tol = TOLERANCES[precision]
+    assert meta["parity"]["tolerance"] == {
+        "max_rel": tol.max_rel, "p95_rel": tol.p95_rel, "top1_agreement": tol.top1,
+        "random_enforced": tol.enforce_random,
+    }  # fmt: skip
+    assert meta["parity"]["runtime"] == "CPUExecutionProvider"
+
+
 def test_sidecar_records_the_math_and_the_tolerance_of_its_precision(onnx_fp32, onnx_fp16):
-    for path, precision in ((onnx_fp32, "fp32"), (onnx_fp16, "fp16")):
-        meta = json.loads(sidecar_path(path).read_text())
-        assert meta["math"] == MATH[precision]
-        tol = TOLERANCES[precision]
-        assert meta["parity"]["tolerance"] == {
-            "max_rel": tol.max_rel, "p95_rel": tol.p95_rel, "top1_agreement": tol.top1,
-            "random_enforced": tol.enforce_random,
-        }  # fmt: skip
-        assert meta["parity"]["runtime"] == "CPUExecutionProvider"
+    """fp32 here; fp16's parity is judged on the sample model (tests/export/test_int8_sample.py), whose margins
+    are real: the tiny model's fp16 export is written with --no-verify, which its sidecar says."""
+    assert_sidecar_math_and_tolerance(json.loads(sidecar_path(onnx_fp32).read_text()), "fp32")
+    meta = json.loads(sidecar_path(onnx_fp16).read_text())
+    assert meta["math"] == MATH["fp16"] and meta["parity"] is None
 
 
 def test_onnx_parity_runs_on_the_provider_that_is_installed(caplog):
