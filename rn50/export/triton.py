@@ -51,39 +51,6 @@ def model_config(
     return config
 
 
-def write_config(
-    model_dir: str | os.PathLike,
-    backend: str,
-    precision: str,
-    num_classes: int,
-    image_size: int,
-    max_batch: int,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    from google.protobuf import text_format
-
-    config = model_config(backend, num_classes, image_size, max_batch, device)
-    path = Path(model_dir) / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
-    info = {
-        "model_name": MODEL_NAME,
-        "platform": config.platform or None,
-        "backend": backend,
-        "precision": precision,
-        "config": str(path.name),
-        "model_file": f"{VERSION}/{spec(backend).model_file}",
-        "max_batch_size": max_batch,
-    }
-    if config.backend:
-        info["server_backend"] = config.backend
-    if backend == "openvino":  # its Triton backend takes HINT_BF16 but no f32 hint (openvino_backend openvino.cc)
-        info["inference_precision"] = (
-            "the server's OpenVINO default: bf16 for float layers on CPUs with avx512_bf16 or AMX "
-            "(rn50's own runner sets f32; the parity figures are its)"
-        )
-    return info
-
-
 def package(
     artifact: str | os.PathLike,
     repo: str | os.PathLike,
@@ -109,7 +76,26 @@ def package(
         os.replace(artifact, target)
     if sidecar_path(artifact).exists():
         os.replace(sidecar_path(artifact), sidecar_path(target))
-    info = write_config(model_dir, backend, precision, num_classes, image_size, max_batch, device=device)
+    from google.protobuf import text_format
+
+    config = model_config(backend, num_classes, image_size, max_batch, device)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    info = {
+        "model_name": MODEL_NAME,
+        "platform": config.platform or None,
+        "backend": backend,
+        "precision": precision,
+        "config": "config.pbtxt",
+        "model_file": f"{VERSION}/{target.name}",
+        "max_batch_size": max_batch,
+    }
+    if config.backend:
+        info["server_backend"] = config.backend
+    if backend == "openvino":  # its Triton backend takes HINT_BF16 but no f32 hint (openvino_backend openvino.cc)
+        info["inference_precision"] = (
+            "the server's OpenVINO default: bf16 for float layers on CPUs with avx512_bf16 or AMX "
+            "(rn50's own runner sets f32; the parity figures are its)"
+        )
     return target, info
 
 
