@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.runner import Runner, math_mode, with_precision
 
 if TYPE_CHECKING:
@@ -26,8 +26,7 @@ def export_aoti(
     device: str = "cpu",
     inductor_configs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    if not os.fspath(path).endswith(".pt2"):
-        raise UserError(f"an AOTInductor package must end in .pt2, got {path}")
+    need(os.fspath(path).endswith(".pt2"), f"an AOTInductor package must end in .pt2, got {path}")
     wrapped = with_precision(model, precision).to(device)
     # Example batch 2: torch.export specialises size-1 dimensions, the declared range still starts at 1.
     example = torch.randn(2, 3, image_size, image_size, device=device)

@@ -12,7 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.runner import Runner, require, with_precision
 from rn50.export.sidecar import sidecar_image_size, sidecar_max_batch
 
@@ -64,8 +64,7 @@ def to_onnx_proto(model: nn.Module, precision: str, image_size: int, max_batch: 
 def simplify_proto(proto):
     onnxsim = require("onnxsim", "onnx", "onnxsim (ONNX graph simplification)")
     simplified, ok = onnxsim.simplify(proto)
-    if not ok:
-        raise UserError("onnxsim could not validate the simplified graph; export again with --no-simplify")
+    need(bool(ok), "onnxsim could not validate the simplified graph; export again with --no-simplify")
     return simplified
 
 

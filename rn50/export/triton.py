@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.formats import TritonSpec, get_format
 from rn50.export.runner import require
 
@@ -23,8 +23,7 @@ VERSION = "1"
 
 def spec(backend: str) -> TritonSpec:
     fmt = get_format(backend)
-    if fmt.triton is None:
-        raise UserError(f"Triton does not serve {fmt.name} artifacts")
+    need(fmt.triton is not None, f"Triton does not serve {fmt.name} artifacts")
     return fmt.triton
 
 

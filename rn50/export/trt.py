@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.runner import Runner
 
 if TYPE_CHECKING:
@@ -278,6 +278,5 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
 
 
 def load_trt(path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None) -> TrtRunner:
-    if device.type != "cuda":
-        raise UserError("a TensorRT engine runs only on an NVIDIA GPU: load it with device='cuda'")
+    need(device.type == "cuda", "a TensorRT engine runs only on an NVIDIA GPU: load it with device='cuda'")
     return TrtRunner(os.fspath(Path(path)), sidecar.get("precision", "fp16"), sidecar, device)
