@@ -146,14 +146,9 @@ def infer_step(cfg: DemoConfig, recipe, best: Path, say) -> dict[str, Any]:
         rows.append(
             {
                 "series": f"{NAMES.get(r['backend'], r['backend'])} {r['precision']}",
-                "status": r.get("status"),
-                "img_s": r.get("img_s"),
-                "p50_ms": r.get("p50_ms"),
-                "p99_ms": r.get("p99_ms"),
-                "speedup": r.get("speedup"),
+                **{k: r.get(k) for k in ("status", "img_s", "p50_ms", "p99_ms", "speedup")},
                 "top1_agreement": agreement,
-                "artifact": s.get("artifact"),
-                "parity": s.get("parity"),
+                **{k: s.get(k) for k in ("artifact", "parity")},
                 "reason": r.get("reason") or s.get("reason"),
             }
         )

@@ -12,8 +12,6 @@ import torch.distributed as torch_dist
 
 from rn50.errors import UserError, need
 
-log = logging.getLogger("rn50.train")
-
 
 def env_rank() -> tuple[int, int, int]:
     """(rank, world_size, local_rank) from torchrun's environment; (0, 1, 0) when launched standalone."""

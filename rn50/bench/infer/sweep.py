@@ -99,19 +99,13 @@ class Sweep:
         self.artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
         self.plan = plan_series(cfg, self.artifact)
         eval_dir, calib_dir = images_dirs(cfg, workdir)
+        as_given = ("device", "image_size", "channels_last", "cuda_graphs", "include_h2d", "compile_dynamic", "verify")
         self.opts = Options(
-            device=cfg.device,
-            image_size=cfg.image_size,
+            **{k: getattr(cfg, k) for k in (*as_given, "threads")},
             max_batch=max(cfg.batches),
-            channels_last=cfg.channels_last,
-            cuda_graphs=cfg.cuda_graphs,
-            include_h2d=cfg.include_h2d,
-            compile_dynamic=cfg.compile_dynamic,
             workdir=workdir,
             calib_dir=calib_dir,
             images_dir=eval_dir,
-            verify=cfg.verify,
-            threads=cfg.threads,
             num_classes=model.fc.out_features,
         )
         use_reference = eval_dir is not None and self.artifact is None
