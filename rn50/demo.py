@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.io import atomic_write_json, atomic_write_text
 
 # What the demo makes under its output folder; --force replaces exactly these.
@@ -37,8 +37,7 @@ class DemoConfig:
 
 def prepare(cfg: DemoConfig) -> None:
     out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out} is a file; give a folder")
+    need(not out.exists() or out.is_dir(), f"--out {out} is a file; give a folder")
     existing = [p for p in PARTS if (out / p).exists()]
     if existing and not cfg.force:
         raise UserError(f"{out} already holds a demo ({', '.join(existing)}); pass --force to replace it")
@@ -97,8 +96,7 @@ def train_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
     sample, out = Path(cfg.sample), Path(cfg.out)
     say(f"[1/3] rn50 train {sample} --recipe {recipe.name} --out {out / 'train'}")
     train = fit(TrainOptions(data=sample, recipe=recipe, out=out / "train", seed=cfg.seed, progress=cfg.progress))
-    if train["status"] != "complete":
-        raise UserError(f"training {train['status']}; the demo stops here ({out / 'train'})")
+    need(train["status"] == "complete", f"training {train['status']}; the demo stops here ({out / 'train'})")
     return {
         "recipe": recipe.name,
         "status": train["status"],
@@ -148,14 +146,9 @@ def infer_step(cfg: DemoConfig, recipe, best: Path, say) -> dict[str, Any]:
         rows.append(
             {
                 "series": f"{NAMES.get(r['backend'], r['backend'])} {r['precision']}",
-                "status": r.get("status"),
-                "img_s": r.get("img_s"),
-                "p50_ms": r.get("p50_ms"),
-                "p99_ms": r.get("p99_ms"),
-                "speedup": r.get("speedup"),
+                **{k: r.get(k) for k in ("status", "img_s", "p50_ms", "p99_ms", "speedup")},
                 "top1_agreement": agreement,
-                "artifact": s.get("artifact"),
-                "parity": s.get("parity"),
+                **{k: s.get(k) for k in ("artifact", "parity")},
                 "reason": r.get("reason") or s.get("reason"),
             }
         )

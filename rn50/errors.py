@@ -18,3 +18,9 @@ def first_line(e: BaseException | str, limit: int | None = None, typed: bool = F
         text = f"{type(e).__name__}: {text}" if text else type(e).__name__
     line = text.splitlines()[0] if text else (type(e).__name__ if isinstance(e, BaseException) else "")
     return line[:limit] if limit else line
+
+
+def need(ok: bool, message: str) -> None:
+    """Raise UserError(message) unless `ok`: one check of the user's input a line."""
+    if not ok:
+        raise UserError(message)

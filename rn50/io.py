@@ -40,6 +40,15 @@ def write_error(path: str | os.PathLike, e: OSError) -> UserError | None:
     return UserError(f"cannot write {path}: {e.strerror or e} ({hint}); nothing was replaced")
 
 
+def make_folder(path: str | os.PathLike, label: str) -> Path:
+    """`mkdir -p path`; a write failure is one line naming `label` (e.g. "--out runs/x")."""
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise (write_error(label, e) or e) from None
+    return Path(path)
+
+
 @functools.cache
 def _new_file_mode() -> int:
     """0666 less the process umask (what open() would give a new file).

@@ -11,7 +11,7 @@ import difflib
 from dataclasses import dataclass, field
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 PRECISIONS = ("fp16", "bf16", "tf32", "fp32")
 MEMORY_FORMATS = ("channels_last", "contiguous")
@@ -121,8 +121,7 @@ class Recipe:
         overrides = {k: v for k, v in overrides.items() if v is not None}
         names = {f.name for f in dataclasses.fields(self)}
         unknown = sorted(set(overrides) - names)
-        if unknown:
-            raise UserError(f"unknown recipe field(s): {', '.join(unknown)}")
+        need(not unknown, f"unknown recipe field(s): {', '.join(unknown)}")
         return dataclasses.replace(self, **_tuples(overrides))
 
     def to_dict(self) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.io import atomic_torch_save
 from rn50.model import ResNet, resnet50
 
@@ -41,12 +41,9 @@ def read_checkpoint_hashed(path: str | os.PathLike) -> tuple[Any, str]:
 
 
 def _read(path: Path, hash_bytes: bool) -> tuple[Any, str | None]:
-    if not path.exists():
-        raise UserError(f"checkpoint not found: {path}")
-    if path.is_dir():
-        raise UserError(f"checkpoint is a directory, not a file: {path}")
-    if path.stat().st_size == 0:
-        raise UserError(f"checkpoint is empty (0 bytes): {path}")
+    need(path.exists(), f"checkpoint not found: {path}")
+    need(not path.is_dir(), f"checkpoint is a directory, not a file: {path}")
+    need(path.stat().st_size != 0, f"checkpoint is empty (0 bytes): {path}")
     kind = _container(path)
     if kind == "cut-zip":
         raise UserError(
@@ -100,11 +97,9 @@ def _is_state_dict(obj: Any) -> bool:
 def extract_state_dict(obj: Any, ema: bool = False) -> dict[str, Tensor]:
     """Find the model weights inside a loaded checkpoint (ours, torchvision's, NVIDIA's, EMA)."""
     if _is_state_dict(obj):
-        if ema:
-            raise UserError("--ema asked for, but this checkpoint is a plain state_dict without EMA weights")
+        need(not ema, "--ema asked for, but this checkpoint is a plain state_dict without EMA weights")
         return dict(obj)
-    if not isinstance(obj, Mapping):
-        raise UserError(f"checkpoint holds a {type(obj).__name__}, not a state_dict or a dict of them")
+    need(isinstance(obj, Mapping), f"checkpoint holds a {type(obj).__name__}, not a state_dict or a dict of them")
     keys = EMA_KEYS if ema else MODEL_KEYS
     for key in keys:
         if _is_state_dict(obj.get(key)):
@@ -149,8 +144,7 @@ def check_compatible(state_dict: Mapping[str, Tensor], model: torch.nn.Module) -
         )
     if mismatched:
         problems.append(f"shape mismatch: {'; '.join(mismatched[:4])}{'; ...' if len(mismatched) > 4 else ''}")
-    if problems:
-        raise UserError("weights do not fit ResNet-50 v1.5: " + "; ".join(problems))
+    need(not problems, "weights do not fit ResNet-50 v1.5: " + "; ".join(problems))
 
 
 def load_weights(path: str | os.PathLike, num_classes: int | None = None, ema: bool = False) -> dict[str, Tensor]:
@@ -162,8 +156,7 @@ def weights_from(obj: Any, path: str | os.PathLike, num_classes: int | None = No
     """`load_weights` on a checkpoint already read (`path` only names it in messages)."""
     state_dict = normalize_keys(extract_state_dict(obj, ema=ema))
     fc = state_dict.get("fc.weight")
-    if fc is None:
-        raise UserError(f"{path}: no fc.weight, so this is not a ResNet-50 classifier checkpoint")
+    need(fc is not None, f"{path}: no fc.weight, so this is not a ResNet-50 classifier checkpoint")
     found_classes = fc.shape[0]
     if num_classes is not None and found_classes != num_classes:
         raise UserError(

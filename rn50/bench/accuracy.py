@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 
 @dataclass(frozen=True)
@@ -31,8 +31,7 @@ class EvalConfig:
 def _split(data: Path) -> tuple[Path, str]:
     """(root, split) for the loader: DATA/val when present, or DATA itself when it is a train/ or val/ folder."""
     data = Path(data)
-    if not data.is_dir():
-        raise UserError(f"data folder not found: {data}")
+    need(data.is_dir(), f"data folder not found: {data}")
     if (data / "val").is_dir():
         return data, "val"
     if data.name in ("train", "val"):
@@ -45,8 +44,7 @@ class _Model:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise UserError(f"model not found: {self.path}")
+        need(self.path.exists(), f"model not found: {self.path}")
         self.source: Path | None = None
         from rn50.export.formats import is_artifact
 
@@ -108,8 +106,7 @@ def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
     from rn50.export.runner import math_of
     from rn50.recipes import get_recipe
 
-    if cfg.batch < 1:
-        raise UserError(f"--batch must be >= 1, got {cfg.batch}")
+    need(cfg.batch >= 1, f"--batch must be >= 1, got {cfg.batch}")
     root, split = _split(cfg.data)
     model = _Model(cfg.model)
     ref_path = cfg.reference or model.source
@@ -133,8 +130,7 @@ def evaluate_models(cfg: EvalConfig, say=lambda _: None) -> dict[str, Any]:
     runs = {"model": model, "reference": reference}
     hits, seconds, agree, n = _score(loader, runs, names, cfg.limit, say)
     loader.close()
-    if n == 0:
-        raise UserError(f"no image of {cfg.data} could be decoded; run `rn50 data check {cfg.data}`")
+    need(n != 0, f"no image of {cfg.data} could be decoded; run `rn50 data check {cfg.data}`")
     rows = []
     for name in names:
         m = runs[name]

@@ -304,21 +304,12 @@ class ArtifactRuntime(Runtime):
         if path is None:
             fmt = get_format(self.runtime)
             out = self.opts.workdir / f"{self.name}-{self.precision}{fmt.suffix}"
-            kwargs: dict[str, Any] = dict(
-                precision=self.precision,
-                max_batch=self.opts.max_batch,
-                image_size=self.opts.image_size,
-                force=True,
-                verify=self.opts.verify,
-            )
-            if self.precision == "int8" and self.opts.calib_dir is not None:
-                kwargs["calib_dir"] = self.opts.calib_dir
-            if self.opts.images_dir is not None:
-                kwargs["images_dir"] = self.opts.images_dir
+            keys = ("device", "max_batch", "image_size", "verify", "images_dir", "calib_dir")
+            kwargs = {k: getattr(self.opts, k) for k in keys}
             # The export proves parity with eager PyTorch on real images and refuses an artifact that fails it:
             # such a combination is reported as skipped with the export's reason, never timed.
             try:
-                result = export.export_model(self.model, fmt.name, out, device=self.opts.device, **kwargs)
+                result = export.export_model(self.model, fmt.name, out, precision=self.precision, force=True, **kwargs)
             except UserError as e:
                 raise Skip(str(e)) from None
             path = Path(result.path)

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from rn50.env import synchronize
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 PERCENTILES = (50, 90, 95, 99)
 _RANGE = re.compile(r"^\s*(\d+)\s*\.\.\s*(\d+)\s*$")
@@ -33,16 +33,13 @@ def parse_batches(spec: str) -> list[int]:
     m = _RANGE.match(text)
     if m:
         lo, hi = int(m.group(1)), int(m.group(2))
-        if lo < 1 or hi < lo:
-            raise UserError(f"bad --batch {text!r}: need 1 <= A <= B in A..B; {hint}")
+        need(lo >= 1 and hi >= lo, f"bad --batch {text!r}: need 1 <= A <= B in A..B; {hint}")
         batches = [2**k for k in range(0, hi.bit_length() + 1) if lo <= 2**k <= hi]
-        if not batches:
-            raise UserError(f"bad --batch {text!r}: no power of two lies between {lo} and {hi}; {hint}")
+        need(bool(batches), f"bad --batch {text!r}: no power of two lies between {lo} and {hi}; {hint}")
         return batches
     if _LIST.match(text):
         batches = sorted({int(v) for v in text.split(",")})
-        if batches[0] < 1:
-            raise UserError(f"bad --batch {text!r}: batch sizes must be >= 1; {hint}")
+        need(batches[0] >= 1, f"bad --batch {text!r}: batch sizes must be >= 1; {hint}")
         return batches
     raise UserError(f"bad --batch {text!r}: {hint}")
 
@@ -53,8 +50,7 @@ def parse_list(spec: str, allowed: Sequence[str], what: str) -> list[str]:
     if not names or any(not n for n in names):
         raise UserError(f"bad --{what} {spec!r}: give a comma list of {', '.join(allowed)}")
     unknown = [n for n in names if n not in allowed]
-    if unknown:
-        raise UserError(f"unknown --{what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
+    need(not unknown, f"unknown --{what} {', '.join(unknown)}; choose from {', '.join(allowed)}")
     return list(dict.fromkeys(names))
 
 

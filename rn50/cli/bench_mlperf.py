@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, console
+from rn50.cli.common import DEVICE_HELP, bind, console
 from rn50.env import resolve_device
 
 SHORTER = "Shorter runs (each marks the result NOT COMPLIANT)"
@@ -16,6 +16,7 @@ SERVER = "Server scenario"
 
 
 def bench_mlperf(
+    ctx: typer.Context,
     source: Annotated[Path, typer.Argument(help="Checkpoint or exported artifact (.onnx, .ts, .pt2, .plan).")],
     data: Annotated[Path, typer.Argument(help="Labelled ImageNet-layout folder (its val/ split is used).")],
     scenario: Annotated[str, typer.Option(help="offline, server, singlestream or multistream.")] = "offline",
@@ -81,28 +82,7 @@ def bench_mlperf(
     from rn50.bench.mlperf import InvalidResult, MlperfOptions, run_mlperf
     from rn50.bench.mlperf.report import accuracy_line, headline, problem
 
-    opts = MlperfOptions(
-        source=source,
-        data=data,
-        scenario=scenario,
-        mode=mode,
-        backend=backend,
-        precision=precision,
-        device=resolve_device(device),
-        image_size=image_size,
-        batch=batch,
-        target_qps=target_qps,
-        target_latency_ms=target_latency_ms,
-        batch_timeout_ms=batch_timeout_ms,
-        min_duration_s=min_duration,
-        min_query_count=min_query_count,
-        sample_count=sample_count,
-        concurrency=concurrency,
-        find_peak=find_peak,
-        peak_tries=peak_tries,
-        fp32_top1=fp32_top1,
-        out=out,
-    )
+    opts = bind(MlperfOptions, ctx.params, device=resolve_device(device), min_duration_s=min_duration)
     result = run_mlperf(opts)
     if as_json:
         console.print_json(json.dumps(result, default=str))

@@ -9,11 +9,12 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from rn50.cli.common import DEVICE_HELP, console, err_console, switch
+from rn50.cli.common import DEVICE_HELP, bind, console, err_console, switch
 from rn50.env import resolve_device
 
 
 def export(
+    ctx: typer.Context,
     checkpoint: Annotated[Path, typer.Argument(help="rn50, torchvision or NVIDIA checkpoint.")],
     fmt: Annotated[str, typer.Option("--format", "-f", help="onnx | torchscript | aoti | trt | openvino | triton")],
     out: Annotated[Path | None, typer.Option(help="Output path (default: beside the checkpoint).")] = None,
@@ -71,24 +72,12 @@ def export(
     if quantizer is not None and "openvino" not in (get_format(fmt).name, triton_backend):
         raise UserError("--quantizer applies to --format openvino (ONNX INT8 is always ONNX Runtime's quantiser)")
 
-    options = ExportOptions(
-        precision=precision,
-        max_batch=max_batch,
-        image_size=image_size,
+    options = bind(
+        ExportOptions,
+        ctx.params,
         calib_dir=calib,
-        calib_method=calib_method,
-        calib_count=calib_count,
-        int8_target=int8_target,
-        int8_stem=int8_stem,
         images_dir=images,
-        parity_images=parity_images,
-        force=force,
-        verify=verify,
-        simplify=simplify,
         device=resolve_device(device),
-        triton_backend=triton_backend,
-        workspace_gib=workspace_gib,
-        timing_cache=timing_cache,
         extra={"quantizer": quantizer} if quantizer else {},
     )
     with err_console.status(f"exporting {checkpoint} to {fmt} ..."):

@@ -11,7 +11,7 @@ import numpy as np
 
 from rn50.data.folders import SPLITS, scan_folder
 from rn50.data.index import UNKNOWN, dataset_index, record_decodes
-from rn50.errors import UserError, first_line
+from rn50.errors import first_line, need
 
 
 @dataclass
@@ -63,13 +63,10 @@ def decode_error(path: str) -> str | None:
 
 
 def find_splits(root: Path) -> dict[str, Path]:
-    if not root.exists():
-        raise UserError(f"dataset folder not found: {root}")
-    if not root.is_dir():
-        raise UserError(f"not a directory: {root}")
+    need(root.exists(), f"dataset folder not found: {root}")
+    need(root.is_dir(), f"not a directory: {root}")
     splits = {s: root / s for s in SPLITS if (root / s).is_dir()}
-    if not splits:
-        raise UserError(f"{root} has no train/ or val/ folder (expected ImageNet layout: train/<class>/*.JPEG)")
+    need(bool(splits), f"{root} has no train/ or val/ folder (expected ImageNet layout: train/<class>/*.JPEG)")
     return splits
 
 

@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rn50.errors import UserError
+from rn50.errors import need
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 SPLITS = ("train", "val")
@@ -77,25 +77,19 @@ def list_split(root: str | os.PathLike, split: str) -> FileList:
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
     root = Path(root)
-    if not root.exists():
-        raise UserError(f"data folder not found: {root}")
-    if not root.is_dir():
-        raise UserError(f"DATA must be a folder in ImageNet layout (train/<class>/*.JPEG), not a file: {root}")
+    need(root.exists(), f"data folder not found: {root}")
+    need(root.is_dir(), f"DATA must be a folder in ImageNet layout (train/<class>/*.JPEG), not a file: {root}")
     folder = root / split
-    if not folder.is_dir():
-        raise UserError(f"{root} has no {split}/ folder (expected ImageNet layout: {split}/<class>/*.JPEG)")
+    need(folder.is_dir(), f"{root} has no {split}/ folder (expected ImageNet layout: {split}/<class>/*.JPEG)")
     # Labels follow the train split's classes so train and val agree even if val lacks a class.
     class_root = root / "train" if (root / "train").is_dir() else folder
     classes = sorted(d.name for d in class_root.iterdir() if is_class_dir(d))
-    if not classes:
-        raise UserError(f"{class_root} has no class folders (expected {class_root}/<class>/<image>)")
+    need(bool(classes), f"{class_root} has no class folders (expected {class_root}/<class>/<image>)")
     index = {c: i for i, c in enumerate(classes)}
     out = FileList(root=root, split=split, classes=classes)
     for cls, paths in scan_folder(folder).images.items():
-        if cls not in index:
-            raise UserError(f"class {cls!r} is in {split}/ but not in train/; run `rn50 data check {root}`")
+        need(cls in index, f"class {cls!r} is in {split}/ but not in train/; run `rn50 data check {root}`")
         out.files += map(str, paths)
         out.labels += [index[cls]] * len(paths)
-    if not out.files:
-        raise UserError(f"no images under {folder} (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    need(bool(out.files), f"no images under {folder} (extensions {', '.join(IMAGE_EXTENSIONS)})")
     return out

@@ -18,7 +18,7 @@ from torch import Tensor
 from rn50.data.batches import LoaderSpec, shard_batches
 from rn50.data.folders import FileList, list_split
 from rn50.data.index import ImageIndex, dataset_index
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.recipes import DATA_BACKENDS, Recipe
 
 __all__ = ["Loader", "list_split", "make_loader", "shard_batches", "skipped_error"]
@@ -89,17 +89,14 @@ def make_loader(
 ) -> Loader:
     """A loader of `(images, labels)` ready for the model: normalised, `recipe.memory_format`, on `device`."""
     device = torch.device(device)
-    if backend not in DATA_BACKENDS:
-        raise UserError(f"unknown data backend {backend!r}: use one of {', '.join(DATA_BACKENDS)}")
+    need(backend in DATA_BACKENDS, f"unknown data backend {backend!r}: use one of {', '.join(DATA_BACKENDS)}")
     workers = recipe.workers if workers is None else workers
-    if workers < 0:
-        raise UserError(f"--workers must be >= 0, got {workers}")
+    need(workers >= 0, f"--workers must be >= 0, got {workers}")
     if backend == "synthetic":
         from rn50.data.synthetic import SyntheticLoader
 
         return SyntheticLoader(recipe, device, split=split, root=root, rank=rank, world_size=world_size)
-    if root is None:
-        raise UserError(f"the {backend} backend needs a data folder")
+    need(root is not None, f"the {backend} backend needs a data folder")
     files = list_split(root, split)
     check_classes(files, recipe)
     index = dataset_index(Path(root) / split, files.files, max(1, workers))  # headers parsed once per dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 SAMPLE_SIZE = 80  # px; the sample-cpu recipe crops 64 from it
 VAL_FRACTION = 0.2
@@ -28,8 +28,7 @@ def make_sample(out: str | os.PathLike, force: bool = False, size: int = SAMPLE_
         raise UserError("the sample needs scikit-learn: pip install 'rn50[sample]'") from None
 
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out} exists and is not a directory")
+    need(not out.exists() or out.is_dir(), f"{out} exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out} is not empty; pass --force to replace its train/ and val/ folders")
     from rn50.io import write_error

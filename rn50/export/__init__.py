@@ -24,46 +24,34 @@ from typing import Any
 import torch
 from torch import nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.formats import (
-    CALIB_METHODS,
     FORMATS,
-    REGISTRY,
     ExportOptions,
     Format,
     artifact_format,
     format_by_suffix,
     get_format,
-    is_artifact,
     packaged_format,
 )
-from rn50.export.images import builtin_sample, image_folder, load_images
+from rn50.export.images import image_folder, load_images
 from rn50.export.runner import Runner, math_mode, math_of
 from rn50.export.sidecar import build_sidecar, read_sidecar, sidecar_path
 
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "CALIB_METHODS",
     "FORMATS",
-    "REGISTRY",
     "ExportOptions",
     "ExportResult",
     "Format",
     "Runner",
-    "builtin_sample",
-    "default_precision",
     "export_model",
     "get_format",
     "image_folder",
-    "is_artifact",
     "load_artifact",
     "load_images",
 ]
-
-
-def default_precision(fmt: str) -> str:
-    return get_format(fmt).precisions[0]
 
 
 @dataclass
@@ -87,8 +75,7 @@ def _resolve_source(source: str | os.PathLike | nn.Module) -> tuple[nn.Module, d
 
 
 def default_output(source: str | os.PathLike | nn.Module, fmt: Format, precision: str, backend: str = "onnx") -> Path:
-    if isinstance(source, nn.Module):
-        raise UserError("an in-memory model has no default output path; pass out=")
+    need(not isinstance(source, nn.Module), "an in-memory model has no default output path; pass out=")
     source = Path(source)
     if fmt.is_package:
         return source.with_name(f"{source.stem}-{fmt.name}-{backend}-{precision}")
@@ -135,8 +122,7 @@ def _resolve_device(fmt: Format, device: str) -> torch.device:
     dev = torch.device(device)
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda asked for, but no CUDA GPU is visible here (torch.cuda.is_available() is False)")
-    if dev.type not in ("cpu", "cuda"):
-        raise UserError(f"--device must be cpu or cuda, got {device!r}")
+    need(dev.type in ("cpu", "cuda"), f"--device must be cpu or cuda, got {device!r}")
     return dev
 
 
@@ -306,8 +292,7 @@ def load_artifact(
     """Load any exported artifact (or a Triton repository made by export) as a Runner: `runner(x) -> logits`.
     `options` go to the format's loader (openvino: mode="latency" | "throughput")."""
     path = Path(path)
-    if not path.exists():
-        raise UserError(f"artifact not found: {path}")
+    need(path.exists(), f"artifact not found: {path}")
     if path.is_dir() and format_by_suffix(path) is None:  # a folder artifact (.ov) is not a repository
         from rn50.export.triton import find_model
 

@@ -10,35 +10,25 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.runner import Runner, math_mode, with_precision
 
 if TYPE_CHECKING:
     from rn50.export.formats import ExportOptions
 
 
-def export_aoti(
-    model: nn.Module,
-    path: str | os.PathLike,
-    precision: str = "fp32",
-    image_size: int = 224,
-    max_batch: int = 256,
-    device: str = "cpu",
-    inductor_configs: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    if not os.fspath(path).endswith(".pt2"):
-        raise UserError(f"an AOTInductor package must end in .pt2, got {path}")
-    wrapped = with_precision(model, precision).to(device)
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    need(os.fspath(path).endswith(".pt2"), f"an AOTInductor package must end in .pt2, got {path}")
+    device = str(opts.device)
+    wrapped = with_precision(model, opts.precision).to(device)
     # Example batch 2: torch.export specialises size-1 dimensions, the declared range still starts at 1.
-    example = torch.randn(2, 3, image_size, image_size, device=device)
-    batch = torch.export.Dim("batch", min=1, max=max(2, max_batch))
+    example = torch.randn(2, 3, opts.image_size, opts.image_size, device=device)
+    batch = torch.export.Dim("batch", min=1, max=max(2, opts.max_batch))
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")
         program = torch.export.export(wrapped, (example,), dynamic_shapes=({0: batch},))
-        torch._inductor.aoti_compile_and_package(
-            program, package_path=os.fspath(path), inductor_configs=inductor_configs or {}
-        )
-    return {"torch_export": "dynamic batch", "inductor_configs": inductor_configs or {}}
+        torch._inductor.aoti_compile_and_package(program, package_path=os.fspath(path), inductor_configs={})
+    return {"torch_export": "dynamic batch", "inductor_configs": {}}
 
 
 class AotiRunner(Runner):
@@ -54,10 +44,6 @@ class AotiRunner(Runner):
     def run(self, x: Tensor) -> Tensor:
         with torch.inference_mode(), math_mode(self.precision, self.device.type == "cuda"):
             return self.model(x)
-
-
-def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    return export_aoti(model, path, opts.precision, opts.image_size, opts.max_batch, device=str(opts.device))
 
 
 def load_aoti(path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None) -> AotiRunner:

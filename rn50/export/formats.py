@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 CALIB_METHODS = ("minmax", "entropy", "percentile")
 INT8_TARGETS = ("cpu", "tensorrt")
@@ -152,8 +152,7 @@ _BY_NAME = {n: f for f in REGISTRY.values() for n in f.names}
 def get_format(name: str) -> Format:
     """The record for an export name, a runtime name or an alias; one line listing the valid names otherwise."""
     found = _BY_NAME.get(str(name).lower())
-    if found is None:
-        raise UserError(f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}")
+    need(found is not None, f"unknown format {name!r}; valid formats: {', '.join(FORMATS)}")
     return found
 
 
@@ -231,14 +230,11 @@ class ExportOptions:
             raise UserError(
                 "tf32 is a CUDA math mode (Ampere or newer GPUs): export it with --device cuda; on a CPU use fp32"
             )
-        if self.calib_method not in CALIB_METHODS:
-            raise UserError(f"unknown calibration method {self.calib_method!r}; valid: {', '.join(CALIB_METHODS)}")
-        if self.max_batch < 1:
-            raise UserError(f"--max-batch must be >= 1, got {self.max_batch}")
-        if self.image_size < 32 or self.image_size % 32:
-            raise UserError(f"--image-size must be a multiple of 32 and >= 32, got {self.image_size}")
-        if self.int8_stem not in INT8_STEM:
-            raise UserError(f"unknown --int8-stem {self.int8_stem!r}; valid: {', '.join(INT8_STEM)}")
+        method, size = self.calib_method, self.image_size
+        need(method in CALIB_METHODS, f"unknown calibration method {method!r}; valid: {', '.join(CALIB_METHODS)}")
+        need(self.max_batch >= 1, f"--max-batch must be >= 1, got {self.max_batch}")
+        need(size >= 32 and size % 32 == 0, f"--image-size must be a multiple of 32 and >= 32, got {size}")
+        need(self.int8_stem in INT8_STEM, f"unknown --int8-stem {self.int8_stem!r}; valid: {', '.join(INT8_STEM)}")
         target = self.int8_target
         if target is None:
             target = fmt.int8_target or ("tensorrt" if str(self.device).startswith("cuda") else "cpu")
@@ -255,9 +251,9 @@ class ExportOptions:
 def packaged_format(package: Format, opts: ExportOptions) -> tuple[Format, ExportOptions]:
     """The artifact format a package (Triton) wraps and the options with the package's default precision,
     checked against what the package can serve."""
-    if opts.triton_backend not in package.backends:
-        raise UserError(f"unknown Triton backend {opts.triton_backend!r}; valid: {', '.join(package.backends)}")
-    inner = get_format(opts.triton_backend)
+    backend = opts.triton_backend
+    need(backend in package.backends, f"unknown Triton backend {backend!r}; valid: {', '.join(package.backends)}")
+    inner = get_format(backend)
     precision = opts.precision or package.precisions[0]
     if precision not in package.precisions:
         raise UserError(

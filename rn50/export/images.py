@@ -10,7 +10,7 @@ from pathlib import Path
 
 from torch import Tensor
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 _SAMPLE_DIR: Path | None = None
 
@@ -33,8 +33,7 @@ def image_folder(root: str | os.PathLike | None, split: str) -> Path:
     from rn50.data.transforms import list_images
 
     base = builtin_sample() if root is None else Path(root)
-    if not base.is_dir():
-        raise UserError(f"image folder not found: {base}")
+    need(base.is_dir(), f"image folder not found: {base}")
     for candidate in (base / split, base / ("val" if split == "train" else "train"), base):
         if candidate.is_dir() and list_images(candidate):
             return candidate

@@ -31,7 +31,7 @@ import numpy as np
 from torch import Tensor
 
 from rn50.env import cpu_flags, cpu_model, cpu_signature
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.runner import require
 
 INTEGER_PATHS: dict[str, dict[str, str]] = {
@@ -156,8 +156,7 @@ def self_test(model: str | os.PathLike, data: str | os.PathLike, n: int = 64) ->
 
     onnx = require("onnx", "onnx")
     path = Path(model)
-    if not path.is_file():
-        raise UserError(f"model not found: {path}")
+    need(path.is_file(), f"model not found: {path}")
     graph = onnx.load(os.fspath(path), load_external_data=False).graph if path.suffix == ".onnx" else None
     if graph is None or not any(node.op_type == "DequantizeLinear" for node in graph.node):
         raise UserError(f"--kernel-paths needs an INT8 ONNX model (Q/DQ, from `rn50 export --precision int8`): {path}")

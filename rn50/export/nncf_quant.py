@@ -8,11 +8,11 @@ estimators and a fast bias correction; OpenVINO's CPU plugin fuses them into INT
 from __future__ import annotations
 
 import contextlib
-import io
 import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from rn50.export.quant import LogWriter
 from rn50.export.runner import require
 
 if TYPE_CHECKING:
@@ -22,19 +22,10 @@ log = logging.getLogger(__name__)
 PRESET = "PERFORMANCE"  # symmetric activations: NNCF's preset for CNNs
 
 
-class _LogWriter(io.TextIOBase):
-    """A stream that sends what a library prints (NNCF's progress bars and INFO lines) to the debug log."""
-
-    def write(self, text: str) -> int:
-        if text.strip():
-            log.debug("%s", text.rstrip())
-        return len(text)
-
-
 @contextlib.contextmanager
 def _quiet(nncf_logger: logging.Logger) -> Iterator[None]:
     """NNCF writes progress and INFO lines to stdout, which would corrupt `rn50 export --json`: to the debug log."""
-    sink = _LogWriter()
+    sink = LogWriter(log)
     handlers = [h for h in nncf_logger.handlers if isinstance(h, logging.StreamHandler)]
     # Not setStream: it flushes the old stream, which may be closed (a stdout that was redirected at `import nncf`).
     before = [h.stream for h in handlers]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import warnings
 from pathlib import Path
@@ -12,11 +11,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.runner import Runner, require, with_precision
 from rn50.export.sidecar import sidecar_image_size, sidecar_max_batch
 
-log = logging.getLogger(__name__)
 OPSET = 18  # >= 17; 18 is what the dynamo exporter targets natively (no version conversion pass)
 BF16_OPSET = 22  # Conv, MaxPool and GlobalAveragePool take tensor(bfloat16) from opset 22 (onnx.defs.get_schema)
 INPUT, OUTPUT = "input", "logits"
@@ -64,8 +62,7 @@ def to_onnx_proto(model: nn.Module, precision: str, image_size: int, max_batch: 
 def simplify_proto(proto):
     onnxsim = require("onnxsim", "onnx", "onnxsim (ONNX graph simplification)")
     simplified, ok = onnxsim.simplify(proto)
-    if not ok:
-        raise UserError("onnxsim could not validate the simplified graph; export again with --no-simplify")
+    need(bool(ok), "onnxsim could not validate the simplified graph; export again with --no-simplify")
     return simplified
 
 

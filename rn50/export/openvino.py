@@ -33,7 +33,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.export.runner import Runner, require
 
 if TYPE_CHECKING:
@@ -70,10 +70,8 @@ def model_files(path: str | os.PathLike) -> tuple[Path, Path]:
 def _quantizer(opts: ExportOptions) -> str:
     """The INT8 quantiser `opts` asks for, every option checked before any work (one line each)."""
     quantizer = opts.extra.get("quantizer") or QUANTIZERS[0]
-    if quantizer not in QUANTIZERS:
-        raise UserError(f"unknown --quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
-    if opts.precision != "int8" and opts.extra.get("quantizer"):
-        raise UserError("--quantizer applies to --precision int8 only")
+    need(quantizer in QUANTIZERS, f"unknown --quantizer {quantizer!r}; valid: {', '.join(QUANTIZERS)}")
+    need(opts.precision == "int8" or not opts.extra.get("quantizer"), "--quantizer applies to --precision int8 only")
     if opts.precision == "int8" and quantizer == "nncf":
         require("nncf", "openvino-quant", "nncf (the NNCF quantizer)")
         if opts.calib_method != "minmax":
@@ -168,8 +166,7 @@ class OpenVinoRunner(Runner):
             raise UserError("OpenVINO artifacts run on the CPU (its GPU plugin is for Intel GPUs): use device cpu")
         if mode not in MODES:
             raise ValueError(f"unknown OpenVINO mode {mode!r}; valid: {', '.join(MODES)}")
-        if precision not in HINTS:
-            raise UserError(f"{path}: unsupported OpenVINO precision {precision!r}; valid: {', '.join(HINTS)}")
+        need(precision in HINTS, f"{path}: unsupported OpenVINO precision {precision!r}; valid: {', '.join(HINTS)}")
         self.xml, self.bin = model_files(path)
         self.hint, self.mode, self.threads = HINTS[precision], mode, threads
         self.model = read_ir(self.xml, self.bin, (sidecar.get("export") or {}).get("openvino", {}).get("files"))
@@ -254,14 +251,12 @@ def read_ir(xml: Path, bin_path: Path, hashes: dict[str, str] | None = None) -> 
     import xml.etree.ElementTree as ET
 
     for f in (xml, bin_path):
-        if not f.is_file():
-            raise UserError(f"OpenVINO IR file missing: {f} (an IR is model.xml + model.bin; re-export it)")
+        need(f.is_file(), f"OpenVINO IR file missing: {f} (an IR is model.xml + model.bin; re-export it)")
     try:  # checked here: OpenVINO hands a file no frontend claims to all of them, and TensorFlow's logs to stderr
         root = ET.parse(xml).getroot()
     except ET.ParseError as e:
         raise UserError(f"{xml} is not a readable OpenVINO IR ({e}); re-export it") from None
-    if root.tag != "net":
-        raise UserError(f"{xml} is not an OpenVINO IR (its root element is <{root.tag}>, not <net>); re-export it")
+    need(root.tag == "net", f"{xml} is not an OpenVINO IR (its root element is <{root.tag}>, not <net>); re-export it")
     if hashes:
         from rn50.export.sidecar import sha256_file
 

@@ -43,12 +43,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class _LogWriter(io.TextIOBase):
-    """A stdout stand-in that sends what a library prints to this module's debug log."""
+class LogWriter(io.TextIOBase):
+    """A stdout stand-in that sends what a library prints (progress bars, INFO lines) to a debug log."""
+
+    def __init__(self, logger: logging.Logger = log) -> None:
+        super().__init__()
+        self.logger = logger
 
     def write(self, text: str) -> int:
         if text.strip():
-            log.debug("%s", text.rstrip())
+            self.logger.debug("%s", text.rstrip())
         return len(text)
 
 
@@ -183,7 +187,7 @@ def export_onnx_int8(
         stem = [n.name for n in graph.node if n.op_type == "Conv" and graph.input[0].name in n.input]
         exclude = stem if keep_stem_float else []
         # ORT's histogram calibrators print progress to stdout, which would corrupt `rn50 export --json`.
-        with contextlib.redirect_stdout(_LogWriter()):
+        with contextlib.redirect_stdout(LogWriter()):
             quantize_static(
                 pre,
                 os.fspath(path),

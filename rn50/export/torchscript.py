@@ -32,11 +32,10 @@ def _quiet() -> Iterator[None]:
         yield
 
 
-def export_torchscript(
-    model: nn.Module, path: str | os.PathLike, precision: str = "fp32", image_size: int = 224, device: str = "cpu"
-) -> dict[str, Any]:
-    wrapped = with_precision(model, precision).to(device)
-    example = torch.randn(2, 3, image_size, image_size, device=device)
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
+    device = str(opts.device)
+    wrapped = with_precision(model, opts.precision).to(device)
+    example = torch.randn(2, 3, opts.image_size, opts.image_size, device=device)
     with _quiet(), torch.no_grad():
         frozen = torch.jit.freeze(torch.jit.trace(wrapped, example))
         torch.jit.save(frozen, os.fspath(path))
@@ -64,10 +63,6 @@ class TorchScriptRunner(Runner):
     def run(self, x: Tensor) -> Tensor:
         with torch.inference_mode(), math_mode(self.precision, self.device.type == "cuda"):
             return self.module(x)
-
-
-def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    return export_torchscript(model, path, opts.precision, opts.image_size, device=str(opts.device))
 
 
 def load_torchscript(

@@ -13,7 +13,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.formats import TritonSpec, get_format
 from rn50.export.runner import require
 
@@ -23,8 +23,7 @@ VERSION = "1"
 
 def spec(backend: str) -> TritonSpec:
     fmt = get_format(backend)
-    if fmt.triton is None:
-        raise UserError(f"Triton does not serve {fmt.name} artifacts")
+    need(fmt.triton is not None, f"Triton does not serve {fmt.name} artifacts")
     return fmt.triton
 
 
@@ -49,39 +48,6 @@ def model_config(
         # A trace on CPU holds CPU constants; OpenVINO's backend runs on CPUs: keep their instances on CPU.
         config.instance_group.add(kind=mc.ModelInstanceGroup.KIND_CPU, count=1)
     return config
-
-
-def write_config(
-    model_dir: str | os.PathLike,
-    backend: str,
-    precision: str,
-    num_classes: int,
-    image_size: int,
-    max_batch: int,
-    device: str = "cpu",
-) -> dict[str, Any]:
-    from google.protobuf import text_format
-
-    config = model_config(backend, num_classes, image_size, max_batch, device)
-    path = Path(model_dir) / "config.pbtxt"
-    path.write_text(text_format.MessageToString(config))
-    info = {
-        "model_name": MODEL_NAME,
-        "platform": config.platform or None,
-        "backend": backend,
-        "precision": precision,
-        "config": str(path.name),
-        "model_file": f"{VERSION}/{spec(backend).model_file}",
-        "max_batch_size": max_batch,
-    }
-    if config.backend:
-        info["server_backend"] = config.backend
-    if backend == "openvino":  # its Triton backend takes HINT_BF16 but no f32 hint (openvino_backend openvino.cc)
-        info["inference_precision"] = (
-            "the server's OpenVINO default: bf16 for float layers on CPUs with avx512_bf16 or AMX "
-            "(rn50's own runner sets f32; the parity figures are its)"
-        )
-    return info
 
 
 def package(
@@ -109,7 +75,26 @@ def package(
         os.replace(artifact, target)
     if sidecar_path(artifact).exists():
         os.replace(sidecar_path(artifact), sidecar_path(target))
-    info = write_config(model_dir, backend, precision, num_classes, image_size, max_batch, device=device)
+    from google.protobuf import text_format
+
+    config = model_config(backend, num_classes, image_size, max_batch, device)
+    (model_dir / "config.pbtxt").write_text(text_format.MessageToString(config))
+    info = {
+        "model_name": MODEL_NAME,
+        "platform": config.platform or None,
+        "backend": backend,
+        "precision": precision,
+        "config": "config.pbtxt",
+        "model_file": f"{VERSION}/{target.name}",
+        "max_batch_size": max_batch,
+    }
+    if config.backend:
+        info["server_backend"] = config.backend
+    if backend == "openvino":  # its Triton backend takes HINT_BF16 but no f32 hint (openvino_backend openvino.cc)
+        info["inference_precision"] = (
+            "the server's OpenVINO default: bf16 for float layers on CPUs with avx512_bf16 or AMX "
+            "(rn50's own runner sets f32; the parity figures are its)"
+        )
     return target, info
 
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.runner import Runner
 
 if TYPE_CHECKING:
@@ -175,32 +175,29 @@ def build_engine(
     }
 
 
-def export_trt(
-    model: nn.Module,
-    path: str | os.PathLike,
-    precision: str = "fp16",
-    image_size: int = 224,
-    max_batch: int = 256,
-    calib: Tensor | None = None,
-    calib_method: str = "minmax",
-    workspace_gib: float = 4.0,
-    timing_cache: str | os.PathLike | None = None,
-) -> dict[str, Any]:
+def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
     """ONNX in the target precision (Q/DQ for int8) -> engine. The ONNX goes to a temporary folder."""
+    precision, size, max_batch = str(opts.precision), opts.image_size, opts.max_batch
+    calib = None
+    if precision == "int8":
+        from rn50.export.images import load_images
+
+        calib = load_images(opts.calib_dir, "train", opts.calib_count, size)
     trt = require_trt()
     check_parser_takes(precision, trt.__version__)
     with tempfile.TemporaryDirectory(prefix="rn50-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        if precision == "int8":
+        if calib is not None:
             from rn50.export.quant import export_onnx_int8
 
-            assert calib is not None, "int8 needs calibration images"
-            details = export_onnx_int8(model, onnx_path, calib, calib_method, image_size, max_batch, target="tensorrt")
+            details = export_onnx_int8(model, onnx_path, calib, opts.calib_method, size, max_batch, target="tensorrt")
         else:
             from rn50.export.onnx import export_onnx
 
-            details = export_onnx(model, onnx_path, precision, image_size, max_batch)
-        engine = build_engine(onnx_path, path, image_size, max_batch, workspace_gib, timing_cache, precision=precision)
+            details = export_onnx(model, onnx_path, precision, size, max_batch)
+        engine = build_engine(
+            onnx_path, path, size, max_batch, opts.workspace_gib, opts.timing_cache, precision=precision
+        )
     return {"onnx": details, "engine": engine}
 
 
@@ -258,26 +255,6 @@ class TrtRunner(Runner):
         return out
 
 
-def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    calib = None
-    if opts.precision == "int8":
-        from rn50.export.images import load_images
-
-        calib = load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)
-    return export_trt(
-        model,
-        path,
-        opts.precision,
-        opts.image_size,
-        opts.max_batch,
-        calib=calib,
-        calib_method=opts.calib_method,
-        workspace_gib=opts.workspace_gib,
-        timing_cache=opts.timing_cache,
-    )
-
-
 def load_trt(path: str | os.PathLike, device: torch.device, sidecar: dict, threads: int | None = None) -> TrtRunner:
-    if device.type != "cuda":
-        raise UserError("a TensorRT engine runs only on an NVIDIA GPU: load it with device='cuda'")
+    need(device.type == "cuda", "a TensorRT engine runs only on an NVIDIA GPU: load it with device='cuda'")
     return TrtRunner(os.fspath(Path(path)), sidecar.get("precision", "fp16"), sidecar, device)

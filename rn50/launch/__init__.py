@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import RankFailed, UserError, first_line
+from rn50.errors import RankFailed, UserError, first_line, need
 
 log = logging.getLogger("rn50.launch")
 
@@ -138,24 +138,24 @@ class Launch:
     env: dict[str, str] | None = None
 
     def validate(self) -> None:
-        if self.nproc < 1:
-            raise UserError(f"--gpus must be >= 1, got {self.nproc}")
-        if self.nnodes < 1:
-            raise UserError(f"--nnodes must be >= 1, got {self.nnodes}")
-        if not 0 <= self.node_rank < self.nnodes:
-            raise UserError(
-                f"--node-rank must be in [0, {self.nnodes - 1}] for --nnodes {self.nnodes}, got {self.node_rank}"
-            )
-        if self.max_restarts < 0:
-            raise UserError(f"--max-restarts must be >= 0, got {self.max_restarts}")
-        if self.rdzv_timeout < 1:
-            raise UserError(f"--rdzv-timeout must be >= 1 second, got {self.rdzv_timeout}")
-        if self.nnodes > 1 and self.rdzv_endpoint is None:
-            raise UserError("multi-node runs need --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)")
+        need(self.nproc >= 1, f"--gpus must be >= 1, got {self.nproc}")
+        need(self.nnodes >= 1, f"--nnodes must be >= 1, got {self.nnodes}")
+        need(
+            0 <= self.node_rank < self.nnodes,
+            f"--node-rank must be in [0, {self.nnodes - 1}] for --nnodes {self.nnodes}, got {self.node_rank}",
+        )
+        need(self.max_restarts >= 0, f"--max-restarts must be >= 0, got {self.max_restarts}")
+        need(self.rdzv_timeout >= 1, f"--rdzv-timeout must be >= 1 second, got {self.rdzv_timeout}")
+        need(
+            self.nnodes == 1 or self.rdzv_endpoint is not None,
+            "multi-node runs need --rdzv-endpoint HOST:PORT (node 0's address, the same on every node)",
+        )
         if self.rdzv_endpoint is not None:
             m = re.fullmatch(r"([^\s:]+):(\d{1,5})", self.rdzv_endpoint)
-            if m is None or not 0 < int(m.group(2)) < 65536:
-                raise UserError(f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}")
+            need(
+                m is not None and 0 < int(m.group(2)) < 65536,
+                f"--rdzv-endpoint must look like HOST:PORT, got {self.rdzv_endpoint!r}",
+            )
 
     def torchrun_args(self) -> list[str]:
         """torchrun's argv (after `python -m torch.distributed.run`)."""

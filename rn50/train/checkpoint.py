@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from rn50.errors import UserError, first_line
+from rn50.errors import UserError, first_line, need
 from rn50.io import atomic_torch_save
 from rn50.train.step import TrainState
 from rn50.weights import CHECKPOINT_FORMAT, check_compatible, normalize_keys, read_checkpoint
@@ -143,8 +143,7 @@ def resolve_resume(resume: str | None, out: Path) -> Path | None:
         log.info("--resume auto: no %s yet, starting a new run", last)
         return None
     path = Path(resume)
-    if not path.is_file():
-        raise UserError(f"--resume {resume}: no such checkpoint file (use a path or `auto`)")
+    need(path.is_file(), f"--resume {resume}: no such checkpoint file (use a path or `auto`)")
     return path
 
 

@@ -16,7 +16,7 @@ from enum import Enum
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.launch import Launch, interrupted_exit_code, launch, under_torchrun
 from rn50.recipes import Recipe, get_recipe
 from rn50.train.loop import TrainOptions
@@ -54,8 +54,7 @@ def recipe_overrides(params: Mapping[str, Any]) -> dict[str, Any]:
 def bind_recipe(params: Mapping[str, Any], world: int) -> Recipe:
     recipe = get_recipe(params["recipe"]).replace(gpus=world, **recipe_overrides(params))
     if params.get("lr") is not None:  # the peak lr of the optimizer batch, whose size the recipe now knows
-        if params["lr"] <= 0:
-            raise UserError(f"--lr must be > 0, got {params['lr']}")
+        need(params["lr"] > 0, f"--lr must be > 0, got {params['lr']}")
         recipe = recipe.replace(lr_per_256=params["lr"] * 256 / recipe.global_batch)
     return recipe
 
@@ -88,8 +87,7 @@ def plan_train(params: Mapping[str, Any], argv: list[str]) -> TrainPlan:
     data = params.get("data")
     if recipe.data_backend != "synthetic" and data is None:
         raise UserError(f"DATA is required with --data-backend {recipe.data_backend} (or use --data-backend synthetic)")
-    if data is not None and not Path(data).exists():
-        raise UserError(f"data folder not found: {data}")
+    need(data is None or Path(data).exists(), f"data folder not found: {data}")
     run = {k: _plain(v) for k, v in params.items() if k in _RUN_FIELDS}
     out = run.get("out")
     max_restarts = params.get("max_restarts") or 0

@@ -10,9 +10,7 @@ from datetime import timedelta
 import torch
 import torch.distributed as torch_dist
 
-from rn50.errors import UserError
-
-log = logging.getLogger("rn50.train")
+from rn50.errors import UserError, need
 
 
 def env_rank() -> tuple[int, int, int]:
@@ -29,8 +27,7 @@ def pick_device_kind(requested: str | None = None) -> str:
     takes its own GPU, so a device index is refused here."""
     from rn50.env import resolve_device
 
-    if requested not in (None, "auto", "cuda", "cpu"):
-        raise UserError(f"--device must be cuda, cpu or auto, not {requested!r}")
+    need(requested in (None, "auto", "cuda", "cpu"), f"--device must be cuda, cpu or auto, not {requested!r}")
     return resolve_device(requested)
 
 

@@ -12,7 +12,7 @@ import torch.distributed as torch_dist
 import torch.nn.functional as F
 from torch import nn
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.io import atomic_link
 from rn50.recipes import Recipe
 from rn50.train import dist
@@ -365,8 +365,7 @@ def evaluate_checkpoint(
     path = opts.evaluate
     if path == "auto":
         path = str(resolve_resume("auto", run.out) or run.checkpoints / "best.pth")
-    if opts.data is None and recipe.data_backend != "synthetic":
-        raise UserError("--evaluate needs DATA (a folder with val/)")
+    need(opts.data is not None or recipe.data_backend == "synthetic", "--evaluate needs DATA (a folder with val/)")
     model = load_model(path)
     recipe = recipe.replace(num_classes=model.num_classes)
     model = model.to(device=device, memory_format=memory_format(recipe))

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from rn50.env import capture_env
-from rn50.errors import UserError
-from rn50.io import atomic_write_json, atomic_write_text, remove_stale_temporaries, write_error
+from rn50.errors import UserError, need
+from rn50.io import atomic_write_json, atomic_write_text, make_folder, remove_stale_temporaries, write_error
 from rn50.recipes import Recipe
 
 log = logging.getLogger("rn50.train")
@@ -34,16 +34,12 @@ class RunDir:
         """Create the folder; refuse to mix a new run into a folder that already holds one."""
         if not self.writer:
             return
-        if self.out.exists() and not self.out.is_dir():
-            raise UserError(f"--out {self.out} exists and is not a folder")
+        need(not self.out.exists() or self.out.is_dir(), f"--out {self.out} exists and is not a folder")
         if not resuming and (self.metrics_path.exists() or self.checkpoints.exists()):
             raise UserError(
                 f"{self.out} already holds a run; pass --resume auto to continue it, or choose another --out"
             )
-        try:
-            self.checkpoints.mkdir(parents=True, exist_ok=True)
-        except OSError as e:
-            raise (write_error(f"--out {self.out}", e) or e) from None
+        make_folder(self.checkpoints, f"--out {self.out}")
         # A run killed mid-write (kill -9, power loss) leaves its temporaries; this process owns the run now.
         for folder in (self.out, self.checkpoints):
             for stale in remove_stale_temporaries(folder):

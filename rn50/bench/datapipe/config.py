@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import need
 from rn50.recipes import FILE_BACKENDS
 
 # The default order: the plain PyTorch loader first, the one 'vs first' compares the others with.
@@ -33,10 +33,6 @@ class DataBenchConfig:
     progress: bool = True  # a progress bar on stderr
 
     def validate(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise UserError(msg)
-
         need(Path(self.data).is_dir(), f"data folder not found: {self.data}")
         need(self.split in ("train", "val"), f"--split must be train or val, not {self.split!r}")
         need(Path(self.data, self.split).is_dir(), f"{self.data} has no {self.split}/ folder (ImageNet layout)")

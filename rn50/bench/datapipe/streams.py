@@ -7,7 +7,7 @@ import time
 from typing import Any
 
 from rn50.env import synchronize
-from rn50.errors import UserError
+from rn50.errors import need
 
 
 class Stream:
@@ -24,8 +24,7 @@ class Stream:
             for batch in self.loader:
                 got = True
                 yield batch
-            if not got:
-                raise UserError("the loader yields no batch: the split has fewer images than one batch; lower --batch")
+            need(bool(got), "the loader yields no batch: the split has fewer images than one batch; lower --batch")
             self.epoch += 1
 
     def take(self, n: int) -> float:

@@ -11,7 +11,7 @@ import torch
 
 from rn50.bench.report import file_tag
 from rn50.bench.runtimes import PRECISIONS, RUNTIMES
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.export.formats import artifact_format, is_artifact
 from rn50.export.sidecar import read_sidecar, sidecar_image_size
 
@@ -44,47 +44,34 @@ class InferConfig:
     progress: bool = True
 
     def validate(self) -> None:
-        if not self.batches or min(self.batches) < 1:
-            raise UserError("batch sizes must be >= 1")
+        need(bool(self.batches) and min(self.batches) >= 1, "batch sizes must be >= 1")
         bad = [b for b in self.backends if b not in RUNTIMES]
-        if bad:
-            raise UserError(f"unknown backend {', '.join(bad)}; choose from {', '.join(RUNTIMES)}")
+        need(not bad, f"unknown backend {', '.join(bad)}; choose from {', '.join(RUNTIMES)}")
         bad = [p for p in self.precisions if p not in PRECISIONS]
-        if bad:
-            raise UserError(f"unknown precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
-        if self.device != "cpu" and not self.device.startswith("cuda"):
-            raise UserError(f"bad --device {self.device!r}: use cpu or cuda (cuda:N)")
-        if self.device.startswith("cuda") and not torch.cuda.is_available():
-            raise UserError("--device cuda but PyTorch sees no CUDA GPU here; use --device cpu")
-        if not self.device.startswith("cuda"):
-            if self.cuda_graphs:
-                raise UserError("--cuda-graphs needs --device cuda")
-            if self.include_h2d:
-                raise UserError("--include-h2d needs --device cuda (on CPU there is no host-to-device copy)")
-        if self.iters is not None and self.min_time is not None:
-            raise UserError("give --iters or --min-time, not both")
-        if self.iters is None and self.min_time is None:
-            raise UserError("give --iters N or --min-time S")
-        if self.iters is not None and self.iters < 1:
-            raise UserError(f"--iters must be >= 1, got {self.iters}")
-        if self.min_time is not None and not self.min_time > 0:
-            raise UserError(f"--min-time must be > 0 seconds, got {self.min_time}")
-        if self.warmup < 0:
-            raise UserError(f"--warmup must be >= 0, got {self.warmup}")
-        if self.rounds < 1:
-            raise UserError(f"--rounds must be >= 1, got {self.rounds}")
-        if self.image_size < 32:
-            raise UserError(f"--image-size must be >= 32 (ResNet-50 downsamples 32x), got {self.image_size}")
-        if self.source is not None and not (Path(self.source).is_file() or is_artifact(Path(self.source))):
-            raise UserError(f"not a file: {self.source} (give a checkpoint or an exported artifact)")
+        need(not bad, f"unknown precision {', '.join(bad)}; choose from {', '.join(PRECISIONS)}")
+        cuda = self.device.startswith("cuda")
+        need(self.device == "cpu" or cuda, f"bad --device {self.device!r}: use cpu or cuda (cuda:N)")
+        need(not cuda or torch.cuda.is_available(), "--device cuda but PyTorch sees no CUDA GPU here; use --device cpu")
+        need(cuda or not self.cuda_graphs, "--cuda-graphs needs --device cuda")
+        need(cuda or not self.include_h2d, "--include-h2d needs --device cuda (on CPU there is no host-to-device copy)")
+        need(self.iters is None or self.min_time is None, "give --iters or --min-time, not both")
+        need(self.iters is not None or self.min_time is not None, "give --iters N or --min-time S")
+        need(self.iters is None or self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
+        need(self.min_time is None or self.min_time > 0, f"--min-time must be > 0 seconds, got {self.min_time}")
+        need(self.warmup >= 0, f"--warmup must be >= 0, got {self.warmup}")
+        need(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
+        need(self.image_size >= 32, f"--image-size must be >= 32 (ResNet-50 downsamples 32x), got {self.image_size}")
+        artifact = self.source is not None and is_artifact(Path(self.source))
+        need(
+            self.source is None or Path(self.source).is_file() or artifact,
+            f"not a file: {self.source} (give a checkpoint or an exported artifact)",
+        )
         for name, path in (("--images", self.images), ("--calib-dir", self.calib_dir)):
-            if path is not None and not Path(path).is_dir():
-                raise UserError(f"{name} {path}: not a folder")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UserError(f"--out {self.out} is a file; give a folder")
-        if self.keep_artifacts is not None and Path(self.keep_artifacts).is_file():
-            raise UserError(f"--keep-artifacts {self.keep_artifacts} is a file; give a folder")
-        if self.source is not None and is_artifact(Path(self.source)):
+            need(path is None or Path(path).is_dir(), f"{name} {path}: not a folder")
+        need(not Path(self.out).exists() or Path(self.out).is_dir(), f"--out {self.out} is a file; give a folder")
+        keep = self.keep_artifacts
+        need(keep is None or not Path(keep).is_file(), f"--keep-artifacts {keep} is a file; give a folder")
+        if artifact:
             _check_artifact_size(Path(self.source), self.image_size)
 
     @property
@@ -94,8 +81,7 @@ class InferConfig:
 
 def _check_artifact_size(path: Path, image_size: int) -> None:
     size = sidecar_image_size(read_sidecar(path) or {})
-    if size and size != image_size:
-        raise UserError(f"{path} was exported for {size} px images; pass --image-size {size}")
+    need(not size or size == image_size, f"{path} was exported for {size} px images; pass --image-size {size}")
 
 
 def load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:

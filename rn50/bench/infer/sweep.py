@@ -43,6 +43,7 @@ from rn50.bench.timing import (
 from rn50.errors import first_line
 from rn50.export.formats import is_artifact
 from rn50.export.runner import math_mode, math_of
+from rn50.io import make_folder
 
 log = logging.getLogger("rn50.bench.infer")
 
@@ -58,13 +59,7 @@ def _run_infer(cfg: InferConfig) -> dict[str, Any]:
     from rn50.env import capture_env
     from rn50.memory import check_fits
 
-    out = Path(cfg.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        from rn50.io import write_error
-
-        raise (write_error(f"--out {out}", e) or e) from None
+    make_folder(cfg.out, f"--out {cfg.out}")
     # On a GPU a batch past its memory is tried and recorded as oom while the sweep goes on; on the CPU it could
     # swap the machine to a halt, so there the largest batch must fit.
     cuda = cfg.device.startswith("cuda")
@@ -104,19 +99,13 @@ class Sweep:
         self.artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
         self.plan = plan_series(cfg, self.artifact)
         eval_dir, calib_dir = images_dirs(cfg, workdir)
+        as_given = ("device", "image_size", "channels_last", "cuda_graphs", "include_h2d", "compile_dynamic", "verify")
         self.opts = Options(
-            device=cfg.device,
-            image_size=cfg.image_size,
+            **{k: getattr(cfg, k) for k in (*as_given, "threads")},
             max_batch=max(cfg.batches),
-            channels_last=cfg.channels_last,
-            cuda_graphs=cfg.cuda_graphs,
-            include_h2d=cfg.include_h2d,
-            compile_dynamic=cfg.compile_dynamic,
             workdir=workdir,
             calib_dir=calib_dir,
             images_dir=eval_dir,
-            verify=cfg.verify,
-            threads=cfg.threads,
             num_classes=model.fc.out_features,
         )
         use_reference = eval_dir is not None and self.artifact is None

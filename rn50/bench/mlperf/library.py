@@ -19,14 +19,13 @@ from torch import Tensor
 
 from rn50.data.folders import scan_folder
 from rn50.data.transforms import eval_image
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 
 def eval_folder(data: Path) -> Path:
     """The split `rn50 eval` reads: DATA/val when there is one, else DATA itself when it is a split (class folders)."""
     data = Path(data)
-    if not data.is_dir():
-        raise UserError(f"data folder not found: {data}")
+    need(data.is_dir(), f"data folder not found: {data}")
     if (data / "val").is_dir():
         return data / "val"
     if (data / "train").is_dir():

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 DETAIL = "mlperf_log_detail.txt"
 SUMMARY = "mlperf_log_summary.txt"
@@ -124,6 +124,5 @@ def accuracy_top1(folder: Path, labels: Sequence[int]) -> dict[str, Any]:
         data = np.frombuffer(bytes.fromhex(entry["data"]), np.float32)
         if data.size and int(data[0]) == labels[idx]:
             good += 1
-    if not seen:
-        raise UserError(f"LoadGen's accuracy log {path} holds no sample")
+    need(bool(seen), f"LoadGen's accuracy log {path} holds no sample")
     return {"top1": 100.0 * good / len(seen), "correct": good, "images": len(seen), "logged": len(entries)}

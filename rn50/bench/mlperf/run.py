@@ -35,7 +35,7 @@ from rn50.bench.mlperf.system import (
 from rn50.bench.progress import ProgressBar
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.errors import UserError
-from rn50.io import atomic_write_text
+from rn50.io import atomic_write_text, make_folder
 
 PEAK_PRECISION = 0.02  # --find-peak stops once the VALID and INVALID target QPS are this close
 
@@ -171,13 +171,7 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
     """Run the scenario; write LoadGen's logs and rn50's tables under opts.out; return the result dict."""
     opts.validate()
     lg = require_loadgen()
-    out = Path(opts.out)
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        from rn50.io import write_error
-
-        raise (write_error(f"--out {out}", e) or e) from None
+    out = make_folder(opts.out, f"--out {opts.out}")
     from rn50.env import capture_env
 
     env = capture_env()

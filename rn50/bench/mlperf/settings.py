@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 
 MODEL = "resnet50"  # the model name mlperf.conf keys its values by
 SCENARIOS = {"offline": "Offline", "server": "Server", "singlestream": "SingleStream", "multistream": "MultiStream"}
@@ -61,16 +61,10 @@ class MlperfOptions:
     progress: bool = True
     extra: dict[str, Any] = field(default_factory=dict)
 
-    @property
-    def scenario_name(self) -> str:
-        return SCENARIOS[self.scenario]
-
     def validate(self) -> None:
         self.scenario, self.mode = self.scenario.lower(), self.mode.lower()
-        if self.scenario not in SCENARIOS:
-            raise UserError(f"unknown --scenario {self.scenario!r}; choose from {', '.join(SCENARIOS)}")
-        if self.mode not in MODES:
-            raise UserError(f"unknown --mode {self.mode!r}; choose from {', '.join(MODES)}")
+        need(self.scenario in SCENARIOS, f"unknown --scenario {self.scenario!r}; choose from {', '.join(SCENARIOS)}")
+        need(self.mode in MODES, f"unknown --mode {self.mode!r}; choose from {', '.join(MODES)}")
         for name, value in (
             ("--batch", self.batch),
             ("--target-qps", self.target_qps),
@@ -82,12 +76,10 @@ class MlperfOptions:
             ("--concurrency", self.concurrency),
             ("--fp32-top1", self.fp32_top1),
         ):
-            if value is not None and not value > 0:
-                raise UserError(f"{name} must be > 0, got {value}")
-        if self.batch_timeout_ms is not None and self.batch_timeout_ms < 0:
-            raise UserError(f"--batch-timeout-ms must be >= 0, got {self.batch_timeout_ms}")
-        if self.fp32_top1 is not None and self.fp32_top1 > 100:
-            raise UserError(f"--fp32-top1 is a percentage (0-100], got {self.fp32_top1}")
+            need(value is None or value > 0, f"{name} must be > 0, got {value}")
+        timeout, top1 = self.batch_timeout_ms, self.fp32_top1
+        need(timeout is None or timeout >= 0, f"--batch-timeout-ms must be >= 0, got {timeout}")
+        need(top1 is None or top1 <= 100, f"--fp32-top1 is a percentage (0-100], got {top1}")
         if self.scenario != "server":
             server_only = {
                 "--find-peak": self.find_peak,
@@ -95,18 +87,16 @@ class MlperfOptions:
                 "--target-latency-ms": self.target_latency_ms is not None,
             }
             bad = [name for name, given in server_only.items() if given]
-            if bad:
-                raise UserError(f"{', '.join(bad)}: Server scenario only (this is {self.scenario})")
-        if self.concurrency > 1 and self.scenario not in ("offline", "server"):
-            raise UserError("--concurrency: Offline and Server only (SingleStream and MultiStream answer in turn)")
-        if self.find_peak and self.mode != "performance":
-            raise UserError("--find-peak searches performance runs: drop --mode accuracy")
-        if self.find_peak and self.target_qps is not None:
-            raise UserError("--find-peak searches the target QPS itself: drop --target-qps")
-        if not Path(self.source).exists():
-            raise UserError(f"not found: {self.source} (give a checkpoint or an exported artifact)")
-        if Path(self.out).exists() and not Path(self.out).is_dir():
-            raise UserError(f"--out {self.out} is a file; give a folder")
+            need(not bad, f"{', '.join(bad)}: Server scenario only (this is {self.scenario})")
+        need(
+            self.concurrency <= 1 or self.scenario in ("offline", "server"),
+            "--concurrency: Offline and Server only (SingleStream and MultiStream answer in turn)",
+        )
+        peak = self.find_peak
+        need(not peak or self.mode == "performance", "--find-peak searches performance runs: drop --mode accuracy")
+        need(not peak or self.target_qps is None, "--find-peak searches the target QPS itself: drop --target-qps")
+        need(Path(self.source).exists(), f"not found: {self.source} (give a checkpoint or an exported artifact)")
+        need(not Path(self.out).exists() or Path(self.out).is_dir(), f"--out {self.out} is a file; give a folder")
 
 
 def official_settings(lg: Any, scenario: str) -> Any:

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from rn50.errors import UserError
+from rn50.errors import UserError, need
 from rn50.recipes import DATA_BACKENDS
 
 IMAGENET_TRAIN_IMAGES = 1_281_167
@@ -53,10 +53,6 @@ class TrainBenchConfig:
         return dataclasses.replace(self, backend=backend)
 
     def validate(self) -> None:
-        def need(ok: bool, msg: str) -> None:
-            if not ok:
-                raise UserError(msg)
-
         need(self.gpus >= 1, f"--gpus must be >= 1, got {self.gpus}")
         need(self.device in ("cuda", "cpu"), f"--device must be cuda or cpu, not {self.device!r}")
         need(self.batch >= 1, f"--batch must be >= 1, got {self.batch}")
@@ -118,8 +114,7 @@ class Precision:
 
 def resolve_precisions(words: tuple[str, ...] | list[str], device: str) -> list[Precision]:
     """Map 'mixed'/'full'/fp16/bf16/tf32/fp32 to what this device runs; at most one mixed and one full."""
-    if not words:
-        raise UserError("--precision needs at least one of mixed, full, fp16, bf16, tf32, fp32")
+    need(bool(words), "--precision needs at least one of mixed, full, fp16, bf16, tf32, fp32")
     ampere = False
     if device == "cuda":
         import torch
@@ -128,8 +123,7 @@ def resolve_precisions(words: tuple[str, ...] | list[str], device: str) -> list[
     out: list[Precision] = []
     for word in words:
         w = word.strip().lower()
-        if w not in PRECISION_WORDS:
-            raise UserError(f"unknown precision {word!r}: use mixed, full, fp16, bf16, tf32 or fp32")
+        need(w in PRECISION_WORDS, f"unknown precision {word!r}: use mixed, full, fp16, bf16, tf32 or fp32")
         kind = "mixed" if w in ("mixed", *MIXED) else "full"
         if any(p.kind == kind for p in out):
             raise UserError(f"give at most one mixed (fp16/bf16) and one full (fp32/tf32) precision; {word!r} repeats")

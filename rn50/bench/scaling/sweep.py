@@ -35,18 +35,10 @@ def _run_one(
     spec_path = run_dir / "spec.json"
     spec = {
         "run_dir": str(run_dir),
-        "device": cfg.device,
-        "batch": cfg.batch,
-        "warmup": cfg.warmup,
-        "iters": cfg.iters,
+        **{k: getattr(cfg, k) for k in ("device", "batch", "warmup", "iters")},
         "precisions": [asdict(p) for p in precisions],
         "data": str(Path(cfg.data).resolve()) if cfg.data else None,
-        "backend": cfg.backend,
-        "recipe": cfg.recipe,
-        "image_size": cfg.image_size,
-        "num_classes": cfg.num_classes,
-        "workers": cfg.workers,
-        "compile": cfg.compile,
+        **{k: getattr(cfg, k) for k in ("backend", "recipe", "image_size", "num_classes", "workers", "compile")},
     }
     atomic_write_json(spec_path, spec)
     env = dict(os.environ)

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rn50.bench.scaling.config import FAIL_ENV, bench_recipe
-from rn50.errors import UserError
+from rn50.errors import need
 from rn50.io import atomic_write_json
 
 log = logging.getLogger("rn50.bench")
@@ -66,8 +66,7 @@ def _cycle(loader):
         for batch in loader:
             yielded = True
             yield batch
-        if not yielded:
-            raise UserError("the data loader yielded no batch; is the dataset smaller than one global batch?")
+        need(bool(yielded), "the data loader yielded no batch; is the dataset smaller than one global batch?")
 
 
 def run_worker(spec_path: Path) -> None:
