@@ -37,6 +37,24 @@ def train_on_sample(sample: Path, out: Path, size: int, epochs: int) -> Path:
     return Path(summary["out"]) / "checkpoints" / "best.pth"
 
 
+def sample_and_model(work: Path, checkpoint: Path | None, size: int, epochs: int) -> tuple[Path, Path]:
+    """The built-in sample under `work` (written once) and the checkpoint to measure: the one given, else a sample
+    model trained at `size` px for `epochs` epochs, cached under `work` (an unfinished earlier run is started over)."""
+    from rn50.data.sample import make_sample
+
+    sample = work / "sample"
+    if not (sample / "val").is_dir():
+        make_sample(sample)
+    if checkpoint is not None:
+        return sample, checkpoint
+    run = work / f"sample-resnet50-{size}px-{epochs}ep"
+    if not (run / "checkpoints" / "best.pth").is_file():
+        print(f"training a sample model at {size} px for {epochs} epochs -> {run}", flush=True)
+        shutil.rmtree(run, ignore_errors=True)
+        train_on_sample(sample, run, size, epochs)
+    return sample, run / "checkpoints" / "best.pth"
+
+
 def macs_per_image(ckpt: Path, size: int) -> float:
     """Multiply-accumulates of one forward pass (convolutions and the classifier), counted with hooks."""
     from rn50.weights import load_model
@@ -169,22 +187,9 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(gemm_rates(threads, int8_only=args.int8_only)))
         return 0
 
-    from rn50.data.sample import make_sample
-
     if args.threads:
         torch.set_num_threads(args.threads)
-
-    sample = args.work / "sample"
-    if not (sample / "val").is_dir():
-        make_sample(sample)
-    ckpt = args.checkpoint
-    if ckpt is None:
-        run = args.work / f"sample-resnet50-{args.train_size}px-{args.epochs}ep"
-        ckpt = run / "checkpoints" / "best.pth"
-        if not ckpt.is_file():
-            print(f"training a sample model at {args.train_size} px for {args.epochs} epochs -> {run}", flush=True)
-            shutil.rmtree(run, ignore_errors=True)  # an unfinished earlier run
-            ckpt = train_on_sample(sample, run, args.train_size, args.epochs)
+    sample, ckpt = sample_and_model(args.work, args.checkpoint, args.train_size, args.epochs)
     acc = accuracy(ckpt, sample / "val", args.image_size)
     print(f"model {ckpt}: fp32 top-1 accuracy on the sample's val split at {args.image_size} px: {100 * acc:.1f}%")
 

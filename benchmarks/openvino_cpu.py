@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from cpu_infer import cpu_facts, macs_per_image, train_on_sample  # noqa: E402
+from cpu_infer import cpu_facts, macs_per_image, sample_and_model  # noqa: E402
 
 from rn50.bench.timing import ratio_stats, round_order, timed_loop  # noqa: E402
 from rn50.env import git_commit, package_versions  # noqa: E402
@@ -137,16 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
-    from rn50.data.sample import make_sample
-
-    sample = args.work / "sample"
-    if not (sample / "val").is_dir():
-        make_sample(sample)
-    ckpt = args.checkpoint
-    if ckpt is None:
-        ckpt = args.work / "sample-resnet50-64px-4ep" / "checkpoints" / "best.pth"
-        if not ckpt.is_file():
-            ckpt = train_on_sample(sample, ckpt.parent.parent, 64, 4)
+    sample, ckpt = sample_and_model(args.work, args.checkpoint, 64, 4)  # cpu_infer's model, shared through --work
     load_before = os.getloadavg()
     series = build(ckpt, sample, args.work / "openvino-artifacts", args.image_size, args.threads)
     x = torch.randn(args.batch, 3, args.image_size, args.image_size, generator=torch.Generator().manual_seed(0))
