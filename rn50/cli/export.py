@@ -69,7 +69,9 @@ def export(
     from rn50.export import ExportOptions, export_model
     from rn50.export.formats import get_format
 
-    if quantizer is not None and "openvino" not in (get_format(fmt).name, triton_backend):
+    name = get_format(fmt).name
+    inner = get_format(triton_backend).name if name == "triton" else name  # the model a Triton repository wraps
+    if quantizer is not None and inner != "openvino":
         raise UserError("--quantizer applies to --format openvino (ONNX INT8 is always ONNX Runtime's quantiser)")
 
     options = bind(

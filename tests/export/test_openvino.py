@@ -180,6 +180,10 @@ def test_bad_options_are_one_line(sample_model, tmp_path, args, message):
 def test_quantizer_with_another_format_is_one_line(sample_model, tmp_path):
     res = run_cli(["export", sample_model["checkpoint"], "--format", "onnx", "--quantizer", "nncf"])
     one_line_error(res, "--quantizer applies to --format openvino")
+    # --triton-backend names the model inside a Triton repository only: it does not make an ONNX export take one
+    args = ["--format", "onnx", "--triton-backend", "openvino", "--quantizer", "nncf", "--out", tmp_path / "m.onnx"]
+    one_line_error(run_cli(["export", sample_model["checkpoint"], *args]), "--quantizer applies to --format openvino")
+    assert list(tmp_path.iterdir()) == []
 
 
 @pytest.mark.parametrize(("module", "extra"), [("openvino", "openvino"), ("nncf", "openvino-quant")])
