@@ -228,3 +228,18 @@ def test_a_signal_stops_loadgen_cleanly_and_keeps_its_logs(random_ckpt, sample_d
     assert "Result is : INVALID" in (run / "mlperf_log_summary.txt").read_text()  # LoadGen ended and wrote it
     table = (tmp_path / f"mlperf-{scenario}-performance.md").read_text()
     assert f"stopped by {signal.Signals(signum).name} (INVALID)" in table
+
+
+def test_labels_follow_the_train_classes_when_val_lacks_one(sample_dir, tmp_path):
+    """The QSL labels every image as `rn50 eval` does (rn50.data.folders.list_split): by train/'s classes, so a val/
+    without one class does not shift every later label."""
+    import shutil
+
+    from rn50.bench.mlperf.library import SampleLibrary, eval_folder
+    from rn50.data.folders import list_split
+
+    data = make_tiny_dataset(sample_dir, tmp_path / "data", 1, 2)
+    shutil.rmtree(data / "val" / sorted(p.name for p in (data / "val").iterdir())[0])
+    library, split = SampleLibrary(eval_folder(data), 32), list_split(data, "val")
+    assert [str(path) for path, _ in library.items] == split.files
+    assert library.labels == split.labels and min(library.labels) == 1

@@ -1,7 +1,8 @@
 """LoadGen's query sample library over one labelled ImageNet-layout folder.
 
 Sample i is the i-th image of the folder scan every rn50 path uses (classes sorted by name, files sorted), labelled
-with its class's index, so a QSL index names the same image and label `rn50 eval` reads. LoadGen's load call
+with its class's index among the train split's classes when DATA has one (rn50.data.folders.list_split's rule), so
+a QSL index names the same image and label `rn50 eval` reads. LoadGen's load call
 preprocesses the samples it names (once, with `eval_image`: the val loader's resize, centre crop and normalisation)
 into the runtime's input dtype on its device, and they stay in memory until its unload call: nothing is decoded
 while queries are timed.
@@ -17,7 +18,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from rn50.data.folders import scan_folder
+from rn50.data.folders import SPLITS, list_split, scan_folder
 from rn50.data.transforms import eval_image
 from rn50.errors import UserError, need
 
@@ -52,6 +53,8 @@ class SampleLibrary:
                 f"or its val/ folder; `rn50 data check` says what it holds"
             )
         self.classes = scan.classes
+        if self.folder.name in SPLITS and (self.folder.parent / "train").is_dir():  # a split beside train/
+            self.classes = list_split(self.folder.parent, self.folder.name).classes  # train's: val may lack one
         index = {c: i for i, c in enumerate(self.classes)}
         self.labels = [index[c] for _, c in self.items]
         self.image_size = image_size
