@@ -178,6 +178,7 @@ def data_step(cfg: DemoConfig, recipe, say) -> dict[str, Any]:
         device="cpu",
         ceiling=False,  # synthetic batches at 32 px time nothing: no figure a person should read
         recipe=recipe.name,
+        progress=cfg.progress,  # --no-progress: no bar here either, as in the train and infer steps
     )
     data = run_data_bench(data_cfg)
     return {

@@ -226,7 +226,7 @@ def _time_batch(
                 for _ in range(cfg.warmup):
                     step()
             row.update(first_call_s=round(first_s, 4))
-            active.append((row, _in_mode(step, precision, opts.cuda), series))
+            active.append((row, step, series))
         except Interrupted:
             raise
         except Exception as e:
@@ -240,8 +240,9 @@ def _time_batch(
             if row.get("status") in ("error", "oom"):
                 continue
             try:
-                loops[id(row)].append(
-                    timed_loop(
+                # the series' math mode and no_grad around its whole window, not entered again on every call
+                with math_mode(row["precision"], opts.cuda), torch.no_grad():
+                    loop = timed_loop(
                         step,
                         warmup=0,
                         iters=n if per_round_time is None else None,
@@ -249,7 +250,7 @@ def _time_batch(
                         cuda=opts.cuda,
                         min_iters=1,
                     )
-                )
+                loops[id(row)].append(loop)
             except Interrupted:
                 raise
             except Exception as e:
@@ -273,16 +274,6 @@ def _time_batch(
 
 def _rates(loops: list[LoopResult], batch: int) -> list[float]:
     return [batch * len(loop.samples_s) / loop.total_s for loop in loops]
-
-
-def _in_mode(step: Any, precision: str, cuda: bool) -> Any:
-    """`step` under its series' math mode and no_grad: series with different modes alternate within one round."""
-
-    def run() -> Any:
-        with math_mode(precision, cuda), torch.no_grad():
-            return step()
-
-    return run
 
 
 def _failed(row: dict[str, Any], e: BaseException, label: str, opts: Options) -> None:
