@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from rn50.data.batches import Batch, LoaderSpec, min_batch, refill_candidates
-from rn50.data.transforms import MEAN, STD, center_crop_boxes, train_windows
+from rn50.data.transforms import MEAN, STD, sample_windows
 from rn50.errors import UserError
 
 DEPTH = 2  # batches in flight ahead of the consumer (schedule_run per batch)
@@ -163,11 +163,10 @@ class DaliLoader:
     def _inputs(self, idx: np.ndarray, seeds: np.ndarray) -> dict[str, np.ndarray]:
         """The pipeline's inputs for a batch of good files: all per-batch array operations, no per-image Python."""
         h, w = self.index.height[idx], self.index.width[idx]
-        if self.train:
-            r = self.recipe
-            top, left, ch, cw, flip = train_windows(h, w, seeds, r.crop_area, r.crop_ratio, r.hflip)
-        else:
-            (top, left, ch, cw), flip = center_crop_boxes(h, w, self.recipe.image_size), np.zeros(len(idx), bool)
+        r = self.recipe
+        top, left, ch, cw, flip = sample_windows(
+            h, w, seeds, self.train, r.image_size, r.crop_area, r.crop_ratio, r.hflip
+        )
         ints = np.stack([flip, self._labels[idx], self._path_len[idx], self.index.end[idx]], 1)
         return {
             "path": self._paths[idx],
