@@ -44,7 +44,7 @@ def plan_record(p: Any, cal: Any) -> dict[str, Any]:
         "capacity_samples_s": round(p.capacity, 3),
         "note": p.note or None,
         "calibration": {
-            str(b): {"fastest_ms": 1e3 * min(t), "median_ms": 1e3 * sorted(t)[len(t) // 2], "calls": len(t)}
+            str(b): {"fastest_ms": 1e3 * cal.fastest(b), "median_ms": 1e3 * cal.median(b), "calls": len(t)}
             for b, t in cal.times.items()
         },
     }

@@ -147,6 +147,8 @@ def calibrate(
         for b in sizes:
             batch = indices[:b]
             for _ in range(warmup):
+                if quit_.is_set():  # stopped: no further size is warmed up (a new shape may compile or build)
+                    return
                 sut.infer(batch)
             calls = times.setdefault(b, [])
             end = time.perf_counter() + min_s
@@ -154,6 +156,8 @@ def calibrate(
                 t0 = time.perf_counter()
                 sut.infer(batch)
                 calls.append(time.perf_counter() - t0)
+            if quit_.is_set():
+                return
             if limit_s is not None and statistics.median(calls) > limit_s:
                 return
 
