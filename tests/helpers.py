@@ -61,3 +61,12 @@ def run_nodes(argvs: list[list[str]], timeout: float = 300) -> list[str]:
     outputs = [p.communicate(timeout=timeout)[0] for p in procs]
     assert [p.returncode for p in procs] == [0] * len(procs), "\n".join(o[-2000:] for o in outputs)
     return outputs
+
+
+def infer_config(out: Path, **fields):
+    """A small `bench infer` config: untrained eager model, 32 px, 10 classes, a few iterations, no progress bar;
+    `fields` override any of these or set the others."""
+    from rn50.bench.infer import InferConfig
+
+    small = dict(backends=["eager"], device="cpu", image_size=32, warmup=1, iters=3, num_classes=10, progress=False)
+    return InferConfig(out=out, **{**small, **fields})

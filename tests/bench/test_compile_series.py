@@ -6,7 +6,8 @@ import torch
 from torch._dynamo.utils import counters
 
 import rn50.bench.infer as infer
-from rn50.bench.infer import InferConfig, run_infer
+from rn50.bench.infer import run_infer
+from tests.helpers import infer_config
 
 
 def graphs() -> int:
@@ -26,10 +27,16 @@ def test_two_static_compile_series_compile_outside_their_timed_rounds(tmp_path, 
 
     monkeypatch.setattr(infer.sweep, "timed_loop", watched)  # where the sweep looks it up
     counters.clear()
-    cfg = InferConfig(
-        batches=[1, 2], backends=["compile"], precisions=["fp32", "bf16"], device="cpu", image_size=32, warmup=1,
-        iters=2, rounds=2, compile_dynamic=False, baseline=False, out=tmp_path, progress=False, num_classes=10,
-    )  # fmt: skip
+    cfg = infer_config(
+        tmp_path,
+        batches=[1, 2],
+        backends=["compile"],
+        precisions=["fp32", "bf16"],
+        iters=2,
+        rounds=2,
+        compile_dynamic=False,
+        baseline=False,
+    )
     result = run_infer(cfg)
     rows = result["rows"]
     assert [(r["precision"], r["batch"], r["status"]) for r in rows] == [

@@ -16,13 +16,14 @@ import pytest
 import torch
 
 import rn50.bench.infer as infer
-from rn50.bench.infer import InferConfig, run_infer
+from rn50.bench.infer import run_infer
 from rn50.bench.timing import parse_batches, summarize, timed_loop
 from rn50.data.transforms import load_eval_images
 from rn50.errors import UserError
 from rn50.export import load_artifact
 from rn50.weights import load_model
 from tests.conftest import run_cli
+from tests.helpers import infer_config
 
 BATCHES = [1, 2, 4]
 TIMED = ["eager", "torchscript", "onnxruntime", "aoti"]
@@ -270,18 +271,7 @@ def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
         return real_step_for(self, batch)
 
     monkeypatch.setattr(runtimes.EagerRuntime, "step_for", step_for)
-    cfg = InferConfig(
-        batches=[1, 2, 4],
-        backends=["eager"],
-        precisions=["bf16"],
-        device="cpu",
-        image_size=32,
-        warmup=0,
-        iters=1,
-        out=tmp_path,
-        progress=False,
-        num_classes=10,
-    )
+    cfg = infer_config(tmp_path, batches=[1, 2, 4], precisions=["bf16"], warmup=0, iters=1)
     result = run_infer(cfg)
     status = {(r["precision"], r["batch"]): r["status"] for r in result["rows"]}
     assert status == {
@@ -297,19 +287,20 @@ def test_oom_is_recorded_and_the_sweep_goes_on(tmp_path, monkeypatch):
 
 
 # ---- GPU (skipped without CUDA; run by benchmarks/device_suite.sh)
+ON_GPU = dict(device="cuda", image_size=64)
+
+
 @pytest.mark.gpu
 def test_gpu_eager_precisions_with_cuda_graphs(tmp_path):
-    cfg = InferConfig(
+    cfg = infer_config(
+        tmp_path,
         batches=[1, 8],
-        backends=["eager"],
         precisions=["fp16", "bf16", "tf32"],
-        device="cuda",
-        image_size=64,
+        **ON_GPU,
         warmup=3,
         iters=10,
         cuda_graphs=True,
-        out=tmp_path,
-        progress=False,
+        num_classes=None,
     )
     result = run_infer(cfg)
     ok = [r for r in result["rows"] if r.get("status") == "ok"]
@@ -324,18 +315,15 @@ def test_gpu_eager_precisions_with_cuda_graphs(tmp_path):
 @pytest.mark.gpu
 @pytest.mark.slow
 def test_gpu_compile_with_cuda_graphs(tmp_path):
-    cfg = InferConfig(
+    cfg = infer_config(
+        tmp_path,
         batches=[8],
         backends=["compile"],
         precisions=["fp16"],
-        device="cuda",
-        image_size=64,
+        **ON_GPU,
         warmup=3,
         iters=10,
         cuda_graphs=True,
-        out=tmp_path,
-        progress=False,
-        num_classes=10,
     )
     rows = [r for r in run_infer(cfg)["rows"] if r["backend"] == "compile"]
     assert [r["status"] for r in rows] == ["ok"], rows
@@ -345,19 +333,17 @@ def test_gpu_compile_with_cuda_graphs(tmp_path):
 @pytest.mark.gpu
 def test_gpu_include_h2d_with_and_without_graphs(tmp_path):
     for graphs in (False, True):
-        cfg = InferConfig(
+        cfg = infer_config(
+            tmp_path / str(graphs),
             batches=[4],
-            backends=["eager"],
             precisions=["fp16"],
-            device="cuda",
-            image_size=64,
+            **ON_GPU,
             warmup=2,
             iters=5,
             include_h2d=True,
             cuda_graphs=graphs,
             baseline=False,
-            out=tmp_path / str(graphs),
-            progress=False,
+            num_classes=None,
         )
         rows = run_infer(cfg)["rows"]
         assert [r["status"] for r in rows] == ["ok"], rows
@@ -375,10 +361,7 @@ def test_gpu_sweep_times_the_gpu_it_is_given_with_cudnn_autotuning(tmp_path, mon
         return timed(step, **kwargs)
 
     monkeypatch.setattr(infer.sweep, "timed_loop", watched)  # where the sweep looks it up
-    cfg = InferConfig(
-        batches=[4], backends=["eager"], precisions=["fp16"], device=f"cuda:{last}", image_size=64, warmup=1,
-        iters=3, out=tmp_path, progress=False, num_classes=10,
-    )  # fmt: skip
+    cfg = infer_config(tmp_path, batches=[4], precisions=["fp16"], device=f"cuda:{last}", image_size=64)
     rows = run_infer(cfg)["rows"]
     assert [r["status"] for r in rows] == ["ok", "ok"], rows
     assert seen and set(seen) == {(last, True)}  # CUDA events and syncs on GPU `last`, cuDNN autotuner on
@@ -388,10 +371,15 @@ def test_gpu_sweep_times_the_gpu_it_is_given_with_cudnn_autotuning(tmp_path, mon
 @pytest.mark.gpu
 def test_gpu_tensorrt_fp32_and_tf32_are_timed_with_their_profile(tmp_path):
     pytest.importorskip("tensorrt", reason="TensorRT is not installed (pip install 'rn50[trt]')")
-    cfg = InferConfig(
-        batches=[1, 8], backends=["tensorrt"], precisions=["fp32", "tf32"], device="cuda", image_size=64, warmup=2,
-        iters=5, out=tmp_path, progress=False, num_classes=10,
-    )  # fmt: skip
+    cfg = infer_config(
+        tmp_path,
+        batches=[1, 8],
+        backends=["tensorrt"],
+        precisions=["fp32", "tf32"],
+        **ON_GPU,
+        warmup=2,
+        iters=5,
+    )
     result = run_infer(cfg)
     series = {s["precision"]: s for s in result["series"] if s["backend"] == "tensorrt"}
     assert {p: s["status"] for p, s in series.items()} == {"fp32": "ok", "tf32": "ok"}, result["series"]
@@ -402,18 +390,7 @@ def test_gpu_tensorrt_fp32_and_tf32_are_timed_with_their_profile(tmp_path):
 def test_gpu_real_oom_is_recorded_and_the_sweep_goes_on(tmp_path):
     # 2**20 images of 64 px: the first conv's output alone needs over 100 GiB. On a GPU only the smallest batch must
     # pass the memory estimate before the sweep; a larger one that does not fit is tried and recorded as oom.
-    cfg = InferConfig(
-        batches=[2, 2**20],
-        backends=["eager"],
-        precisions=["fp16"],
-        device="cuda",
-        image_size=64,
-        warmup=1,
-        iters=3,
-        out=tmp_path,
-        progress=False,
-        num_classes=10,
-    )
+    cfg = infer_config(tmp_path, batches=[2, 2**20], precisions=["fp16"], device="cuda", image_size=64)
     result = run_infer(cfg)
     status = {(r["precision"], r["batch"]): r["status"] for r in result["rows"]}
     assert status == {("fp32", 2): "ok", ("fp32", 2**20): "oom", ("fp16", 2): "ok", ("fp16", 2**20): "oom"}, [

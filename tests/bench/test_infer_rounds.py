@@ -8,24 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from rn50.bench.infer import InferConfig, run_infer
+from rn50.bench.infer import run_infer
 from tests.conftest import signal_when_written
+from tests.helpers import infer_config
 
 
 def test_speedup_is_the_median_of_same_round_ratios_and_few_iterations_are_flagged(tmp_path):
-    cfg = InferConfig(
-        batches=[1, 2],
-        backends=["eager"],
-        precisions=["bf16"],
-        device="cpu",
-        image_size=32,
-        warmup=1,
-        iters=3,
-        rounds=3,
-        out=tmp_path,
-        progress=False,
-        num_classes=10,
-    )
+    cfg = infer_config(tmp_path, batches=[1, 2], precisions=["bf16"], rounds=3)
     result = run_infer(cfg)
     rows = {(r["precision"], r["batch"]): r for r in result["rows"]}
     for batch in (1, 2):

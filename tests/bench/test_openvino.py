@@ -10,20 +10,28 @@ from importlib.util import find_spec
 import pytest
 import torch
 
-from rn50.bench.infer import InferConfig, run_infer
+from rn50.bench.infer import run_infer
 from rn50.export import load_artifact
 from tests.conftest import run_cli
+from tests.helpers import infer_config
 
 # find_spec, not importorskip: a plain `import openvino` here would send its telemetry (rn50.export.openvino does not).
 pytestmark = pytest.mark.skipif(find_spec("openvino") is None, reason="openvino is not installed (rn50[openvino])")
 
 
 def test_latency_and_throughput_modes_side_by_side(sample_model, sample_dir, tmp_path):
-    cfg = InferConfig(
-        source=sample_model["checkpoint"], backends=["openvino", "openvino-throughput"], precisions=["fp32"],
-        batches=[1, 4], image_size=32, warmup=1, iters=4, rounds=2, images=sample_dir, agreement_images=64,
-        out=tmp_path / "out", progress=False,
-    )  # fmt: skip
+    cfg = infer_config(
+        tmp_path / "out",
+        source=sample_model["checkpoint"],
+        backends=["openvino", "openvino-throughput"],
+        precisions=["fp32"],
+        batches=[1, 4],
+        iters=4,
+        rounds=2,
+        images=sample_dir,
+        agreement_images=64,
+        num_classes=None,
+    )
     result = run_infer(cfg)
     series = {s["backend"]: s for s in result["series"]}
     latency, throughput = series["openvino"], series["openvino-throughput"]

@@ -64,6 +64,17 @@ def write_corrupt(folder: Path, rng: np.random.Generator) -> list[Path]:
     return list(out.values())
 
 
+def write_odd_dataset(root: Path, seed: int, plain) -> Path:
+    """train/ and val/ with class a unusual-but-valid images, class b corrupt ones, and class c written by
+    `plain(folder, rng)`."""
+    rng = np.random.default_rng(seed)
+    for split in ("train", "val"):
+        write_unusual(root / split / "a", rng)
+        write_corrupt(root / split / "b", rng)
+        plain(root / split / "c", rng)
+    return root
+
+
 def make_tiny_dataset(src: Path, dst: Path, per_class_train: int, per_class_val: int) -> Path:
     """The first few images per class of the built-in sample, in the same layout."""
     for split, n in (("train", per_class_train), ("val", per_class_val)):

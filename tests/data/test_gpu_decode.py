@@ -11,23 +11,19 @@ from rn50.data.gpu_decode import gpu_decodable, jpeg_frame, orient
 from rn50.data.loaders import make_loader
 from rn50.data.transforms import decode_rgb, torchvision_io
 from rn50.recipes import get_recipe
-from tests.data.images import _rgb, exif_image, write_corrupt, write_unusual
+from tests.data.images import _rgb, exif_image, write_odd_dataset
 
 RECIPE = get_recipe("sample-cpu").replace(batch_size=3, image_size=32, crop_area=(0.08, 1.0), hflip=True)
 
 
 @pytest.fixture(scope="module")
 def odd(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("odd-gpu")
-    rng = np.random.default_rng(1)
-    for split in ("train", "val"):
-        write_unusual(root / split / "a", rng)
-        write_corrupt(root / split / "b", rng)
-        plain = root / split / "c"
-        plain.mkdir(parents=True)
+    def plain(folder, rng):
+        folder.mkdir(parents=True)
         for i in range(5):
-            _rgb(rng, 50 + 7 * i, 37 + 3 * i).save(plain / f"{i}.JPEG")
-    return root
+            _rgb(rng, 50 + 7 * i, 37 + 3 * i).save(folder / f"{i}.JPEG")
+
+    return write_odd_dataset(tmp_path_factory.mktemp("odd-gpu"), 1, plain)
 
 
 def batches(root, split, backend, recipe, device="cpu", epoch=1):

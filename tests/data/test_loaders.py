@@ -14,7 +14,7 @@ from rn50.data.loaders import make_loader, shard_batches
 from rn50.data.transforms import decode_rgb
 from rn50.errors import UserError
 from rn50.recipes import get_recipe
-from tests.data.images import CORRUPT, UNUSUAL, write_corrupt, write_unusual
+from tests.data.images import CORRUPT, UNUSUAL, write_corrupt, write_odd_dataset, write_unusual
 
 RECIPE = get_recipe("sample-cpu").replace(batch_size=4, image_size=32, memory_format="channels_last")
 BACKENDS = ["pytorch", "dali-cpu", "pytorch-gpu"]  # pytorch-gpu decodes on the CPU here
@@ -22,15 +22,12 @@ BACKENDS = ["pytorch", "dali-cpu", "pytorch-gpu"]  # pytorch-gpu decodes on the 
 
 @pytest.fixture(scope="module")
 def odd_data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("odd")
-    rng = np.random.default_rng(0)
-    for split in ("train", "val"):
-        write_unusual(root / split / "a", rng)
-        write_corrupt(root / split / "b", rng)
-        for i in range(4):  # plain JPEGs so the class has good images too
-            write_unusual(root / split / "c" / str(i), rng)  # nested folders are not part of the layout
-        (root / split / "c" / "x.JPEG").write_bytes((root / split / "a" / "progressive.JPEG").read_bytes())
-    return root
+    def plain(folder, rng):
+        for i in range(4):
+            write_unusual(folder / str(i), rng)  # nested folders are not part of the layout
+        (folder / "x.JPEG").write_bytes((folder.parent / "a" / "progressive.JPEG").read_bytes())  # one good image
+
+    return write_odd_dataset(tmp_path_factory.mktemp("odd"), 0, plain)
 
 
 def _backend(name):
