@@ -49,9 +49,10 @@ class InvalidResult(UserError):
 class Session:
     """What every LoadGen run of one command shares."""
 
-    def __init__(self, lg: Any, opts: MlperfOptions, sut: SystemUnderTest, stop: StopSignals, bar: ProgressBar):
-        self.lg, self.opts, self.sut, self.stop, self.bar = lg, opts, sut, stop, bar
-        self.official = official_settings(lg, opts.scenario)
+    def __init__(
+        self, lg: Any, opts: MlperfOptions, official: Any, sut: SystemUnderTest, stop: StopSignals, bar: ProgressBar
+    ):
+        self.lg, self.opts, self.official, self.sut, self.stop, self.bar = lg, opts, official, sut, stop, bar
         self.runs: list[dict[str, Any]] = []
 
     def run(self, conf: UserConf, folder: Path) -> dict[str, Any]:
@@ -145,7 +146,8 @@ def _check_counts(opts: MlperfOptions, library: SampleLibrary, official: Any) ->
         )
 
 
-def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest, dict[str, Any], Plan, Any]:
+def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest, dict[str, Any], Plan, Any, Any]:
+    """The calibrated SUT, the source summary, the plan, the calibration and LoadGen's official settings."""
     folder = eval_folder(opts.data)
     rt, source = build_runtime(opts, folder, workdir)
     device, dtype = rt.opts.device, rt.input_dtype
@@ -164,7 +166,7 @@ def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest
     cal = calibrate(sut, calibration_sizes(opts.scenario, batch), limit_s=limit) if timed else Calibration({})
     p = plan(opts, batch, cal, bound_s)
     sut.batch, sut.timeout_s = p.batch, p.timeout_s
-    return sut, source, p, cal
+    return sut, source, p, cal, official
 
 
 def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
@@ -186,13 +188,12 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
         StopSignals("bench mlperf") as stop,
         ProgressBar("bench mlperf", tries, opts.progress, setup=True) as bar,
     ):
-        session = None
         try:
             bar.update("building and calibrating the system under test")
-            sut, source, p, cal = _setup(lg, opts, Path(tmp))
+            sut, source, p, cal, official = _setup(lg, opts, Path(tmp))
             result.update(source=source, images=len(sut.library), plan=report.plan_record(p, cal))
             bar.mark()
-            session = Session(lg, opts, sut, stop, bar)
+            session = Session(lg, opts, official, sut, stop, bar)
             result["runs"] = session.runs
             if opts.find_peak:
                 result["peak_qps"] = find_peak(session, p, base)
