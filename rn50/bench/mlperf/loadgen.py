@@ -31,15 +31,6 @@ def require_loadgen() -> Any:
     return require("mlperf_loadgen", "mlperf", "MLPerf LoadGen (mlcommons-loadgen)")
 
 
-def loadgen_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("mlcommons-loadgen")
-    except metadata.PackageNotFoundError:
-        return None
-
-
 @contextlib.contextmanager
 def stdout_to_stderr() -> Iterator[None]:
     """Point file descriptor 1 at stderr for the block: C/C++ writes included (their stdio buffers are flushed

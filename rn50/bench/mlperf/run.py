@@ -10,7 +10,7 @@ from typing import Any
 
 from rn50.bench.mlperf import report
 from rn50.bench.mlperf.library import SampleLibrary, eval_folder
-from rn50.bench.mlperf.loadgen import loadgen_version, require_loadgen, run_test
+from rn50.bench.mlperf.loadgen import require_loadgen, run_test
 from rn50.bench.mlperf.logs import accuracy_top1
 from rn50.bench.mlperf.settings import (
     ACCURACY_TARGET,
@@ -174,11 +174,11 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
     opts.validate()
     lg = require_loadgen()
     out = make_folder(opts.out, f"--out {opts.out}")
-    from rn50.env import capture_env
+    from rn50.env import capture_env, package_versions
 
     env = capture_env()
     env["loadavg"] = list(os.getloadavg())
-    env["packages"]["mlcommons-loadgen"] = loadgen_version()
+    env["packages"].update(package_versions(("mlcommons-loadgen",)))
     base = out / f"{opts.scenario}-{opts.mode}"
     result: dict[str, Any] = {"kind": "rn50-bench-mlperf", "scenario": opts.scenario, "mode": opts.mode}
     result.update(data=str(opts.data), env=env, runs=[])
