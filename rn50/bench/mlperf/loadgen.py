@@ -86,8 +86,10 @@ def run_test(
         except BaseException as e:  # never into LoadGen's C++: the SUT stops and the driver raises it after
             sut.fail(e)
 
+    # The performance sample count the QSL reports (mlperf.conf's override takes precedence inside LoadGen)
+    count = min(len(library), int(settings.performance_sample_count_override) or 1024)
     sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
-    qsl_handle = lg.ConstructQSL(len(library), min(len(library), _sample_count(settings)), load, library.unload)
+    qsl_handle = lg.ConstructQSL(len(library), count, load, library.unload)
     stopped: Interrupted | None = None
     sut.start()
     start = time.perf_counter()
@@ -127,8 +129,3 @@ def run_test(
     if stopped is not None:
         record["stopped"] = stopped
     return record
-
-
-def _sample_count(settings: Any) -> int:
-    """The performance sample count the QSL reports (mlperf.conf's override takes precedence inside LoadGen)."""
-    return int(settings.performance_sample_count_override) or 1024
