@@ -86,7 +86,6 @@ def find_peak(session: Session, p: Plan, base: Path) -> float | None:
     qps, valid, invalid = 0.5 * p.capacity, None, None
     for n in range(1, session.opts.peak_tries + 1):
         rec = session.run(UserConf(server_target_qps=qps), base / f"try{n}-qps{qps:.5g}")
-        rec["try"] = n
         if rec.get("stopped"):
             break
         if rec["result"] == "VALID":
