@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rn50.bench.mlperf.library import SampleLibrary
 from rn50.bench.mlperf.logs import run_record
 from rn50.bench.mlperf.sut import SystemUnderTest
 from rn50.bench.stop import Background, Interrupted, StopSignals
@@ -62,7 +61,6 @@ def progress(scenario: str, mode: str, settings: Any, sut: SystemUnderTest, tota
 def run_test(
     lg: Any,
     sut: SystemUnderTest,
-    library: SampleLibrary,
     settings: Any,
     folder: Path,
     stop: StopSignals,
@@ -72,6 +70,7 @@ def run_test(
 ) -> dict[str, Any]:
     """Run one test with logs in `folder`; the run record (logs.run_record) with 'seconds', and 'stopped' (the
     Interrupted) when a signal ended it."""
+    library = sut.library
     folder.mkdir(parents=True, exist_ok=True)
     out = lg.LogOutputSettings()
     out.outdir = str(folder)

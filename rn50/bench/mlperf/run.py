@@ -68,7 +68,7 @@ class Session:
         def tick(fraction: float) -> None:
             self.bar.update(f"{what}: {sut.completed:,} samples answered", done=done + fraction)
 
-        rec = run_test(self.lg, sut, sut.library, settings, folder, self.stop, tick, opts.scenario, opts.mode)
+        rec = run_test(self.lg, sut, settings, folder, self.stop, tick, opts.scenario, opts.mode)
         rec["settings"] = settings_record(settings)
         rec["deviations"] = deviations(settings, self.official, opts.scenario)
         rec["compliant"] = not rec["deviations"]
