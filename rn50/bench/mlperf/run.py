@@ -153,7 +153,9 @@ def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest
     library = SampleLibrary(folder, source["image_size"], lambda x: x.to(device=device, dtype=dtype), opts.threads)
     official = official_settings(lg, opts.scenario)
     _check_counts(opts, library, official)
-    sut = SystemUnderTest(lg, forward_fn(rt), library, opts.scenario, rt.input_channels_last, opts.concurrency)
+    sut = SystemUnderTest(
+        lg, forward_fn(rt), library, opts.scenario, source["batch"], rt.input_channels_last, opts.concurrency
+    )
     batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
     # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
     timed = opts.mode == "performance" or opts.scenario == "server"

@@ -41,14 +41,14 @@ class SystemUnderTest:
         forward: Callable[[Tensor], Tensor],
         library: SampleLibrary,
         scenario: str,
+        batch: int,
         channels_last: bool = False,
         workers: int = 1,
     ) -> None:
         self.lg, self.forward, self.library = lg, forward, library
         self.workers = workers  # Offline/Server: inference threads (more than one only for thread-safe runtimes)
         self.inline = scenario in ("singlestream", "multistream")
-        self.batch, self.timeout_s = 1, 0.0  # the plan's, set once calibrated (the calibration picks its own sizes)
-        self.channels_last = channels_last
+        self.batch, self.timeout_s, self.channels_last = batch, 0.0, channels_last  # Server: timeout_s from the plan
         self.hold_limit: int | None = None  # Server: see the module docstring
         self.hold_s = 0.0  # ... for at most this long (LoadGen may have issued its last query already)
         self._hold_until = 0.0
