@@ -49,10 +49,9 @@ class InvalidResult(UserError):
 class Session:
     """What every LoadGen run of one command shares."""
 
-    def __init__(
-        self, lg: Any, opts: MlperfOptions, official: Any, sut: SystemUnderTest, stop: StopSignals, bar: ProgressBar
-    ):
-        self.lg, self.opts, self.official, self.sut, self.stop, self.bar = lg, opts, official, sut, stop, bar
+    def __init__(self, lg: Any, opts: MlperfOptions, sut: SystemUnderTest, stop: StopSignals, bar: ProgressBar):
+        self.lg, self.opts, self.sut, self.stop, self.bar = lg, opts, sut, stop, bar
+        self.official = official_settings(lg, opts.scenario)
         self.runs: list[dict[str, Any]] = []
 
     def run(self, conf: UserConf, folder: Path) -> dict[str, Any]:
@@ -145,27 +144,29 @@ def _check_counts(opts: MlperfOptions, library: SampleLibrary, official: Any) ->
         )
 
 
-def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest, dict[str, Any], Plan, Any, Any]:
-    """The calibrated SUT, the source summary, the plan, the calibration and LoadGen's official settings."""
+def _setup(
+    lg: Any, opts: MlperfOptions, workdir: Path, stop: StopSignals, bar: ProgressBar
+) -> tuple[Session, dict[str, Any], Plan, Any]:
+    """The session over the calibrated SUT, the source summary, the plan and the calibration."""
     folder = eval_folder(opts.data)
     rt, source = build_runtime(opts, folder, workdir)
     device, dtype = rt.opts.device, rt.input_dtype
     library = SampleLibrary(folder, source["image_size"], lambda x: x.to(device=device, dtype=dtype), opts.threads)
-    official = official_settings(lg, opts.scenario)
-    _check_counts(opts, library, official)
     sut = SystemUnderTest(
         lg, forward_fn(rt), library, opts.scenario, source["batch"], rt.input_channels_last, opts.concurrency
     )
+    session = Session(lg, opts, sut, stop, bar)
+    _check_counts(opts, library, session.official)
     batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
     # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
     timed = opts.mode == "performance" or opts.scenario == "server"
-    bound_s = (opts.target_latency_ms or official.server_target_latency_ns / 1e6) / 1e3
+    bound_s = (opts.target_latency_ms or session.official.server_target_latency_ns / 1e6) / 1e3
     # Server: no batch size past the first whose median call cannot fit the bound (a larger one cannot either)
     limit = SERVER_MARGIN * bound_s / 2 if opts.scenario == "server" else None
     cal = calibrate(sut, calibration_sizes(opts.scenario, batch), limit_s=limit) if timed else Calibration({})
     p = plan(opts, batch, cal, bound_s)
     sut.batch, sut.timeout_s = p.batch, p.timeout_s
-    return sut, source, p, cal, official
+    return session, source, p, cal
 
 
 def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
@@ -189,10 +190,9 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
     ):
         try:
             bar.update("building and calibrating the system under test")
-            sut, source, p, cal, official = _setup(lg, opts, Path(tmp))
-            result.update(source=source, images=len(sut.library), plan=report.plan_record(p, cal))
+            session, source, p, cal = _setup(lg, opts, Path(tmp), stop, bar)
+            result.update(source=source, images=len(session.sut.library), plan=report.plan_record(p, cal))
             bar.mark()
-            session = Session(lg, opts, official, sut, stop, bar)
             result["runs"] = session.runs
             if opts.find_peak:
                 result["peak_qps"] = find_peak(session, p, base)
@@ -211,7 +211,7 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
             raise stopped.adding(f"LoadGen's logs are in {base}, the table of what ran in {paths['md']}") from None
     if opts.mode == "accuracy":
         acc = result["runs"][-1]["accuracy"]
-        ref = fp32_reference(opts, result["source"], sut.library, acc["top1"])
+        ref = fp32_reference(opts, result["source"], session.sut.library, acc["top1"])
         if ref is not None:
             ref["target_top1"] = ACCURACY_TARGET * ref["top1"]
             ref["met"] = acc["top1"] >= ref["target_top1"]
