@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from rn50.bench.mlperf.library import SampleLibrary, eval_folder  # noqa: E402
-from rn50.bench.mlperf.loadgen import loadgen_version, require_loadgen  # noqa: E402
+from rn50.bench.mlperf.loadgen import require_loadgen  # noqa: E402
 from rn50.bench.mlperf.run import Session  # noqa: E402
 from rn50.bench.mlperf.settings import MlperfOptions  # noqa: E402
 from rn50.bench.mlperf.sut import SystemUnderTest  # noqa: E402
@@ -92,7 +92,7 @@ def run(args: argparse.Namespace) -> dict:
     rt, summary = build_runtime(opts, folder, work)
     to_input = lambda x: x.to(dtype=rt.input_dtype)  # noqa: E731
     library = SampleLibrary(folder, summary["image_size"], to_input)
-    sut = SystemUnderTest(lg, forward_fn(rt), library, "offline", summary["batch"], 0.0, rt.input_channels_last)
+    sut = SystemUnderTest(lg, forward_fn(rt), library, "offline", summary["batch"], rt.input_channels_last)
     offline = plan(opts, summary["batch"], calibrate(sut, [summary["batch"]]), 0.015)
     step, _ = rt.step_for(summary["batch"])
     rates: dict[str, list[float]] = {m: [] for m in (*MEASURES, "runtime-in-run")}
@@ -139,7 +139,7 @@ def run(args: argparse.Namespace) -> dict:
 def single_stream(lg, opts: MlperfOptions, rt, library: SampleLibrary, stop, bar) -> dict:
     """One SingleStream test on the same runtime (batch 1 in LoadGen's issue call), reduced like the Offline ones."""
     ss = replace(opts, scenario="singlestream", min_query_count=None)
-    sut = SystemUnderTest(lg, forward_fn(rt), library, "singlestream", 1, 0.0, rt.input_channels_last)
+    sut = SystemUnderTest(lg, forward_fn(rt), library, "singlestream", 1, rt.input_channels_last)
     p = plan(ss, 1, calibrate(sut, [1]), 0.015)
     rec = Session(lg, ss, sut, stop, bar).run(p.conf, Path(ss.out) / "loadgen" / "singlestream")
     keep = ("result", "failed", "metric", "metric_value", "p50_ms", "p90_ms", "p99_ms", "samples", "seconds", "folder")
@@ -147,10 +147,10 @@ def single_stream(lg, opts: MlperfOptions, rt, library: SampleLibrary, stop, bar
 
 
 def env() -> dict:
-    from rn50.env import capture_env
+    from rn50.env import capture_env, package_versions
 
     e = capture_env()
-    e["packages"]["mlcommons-loadgen"] = loadgen_version()
+    e["packages"].update(package_versions(("mlcommons-loadgen",)))
     return e
 
 

@@ -18,7 +18,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from rn50.bench.mlperf.library import SampleLibrary
 from rn50.bench.mlperf.logs import run_record
 from rn50.bench.mlperf.sut import SystemUnderTest
 from rn50.bench.stop import Background, Interrupted, StopSignals
@@ -29,15 +28,6 @@ def require_loadgen() -> Any:
     from rn50.export.runner import require
 
     return require("mlperf_loadgen", "mlperf", "MLPerf LoadGen (mlcommons-loadgen)")
-
-
-def loadgen_version() -> str | None:
-    from importlib import metadata
-
-    try:
-        return metadata.version("mlcommons-loadgen")
-    except metadata.PackageNotFoundError:
-        return None
 
 
 @contextlib.contextmanager
@@ -71,7 +61,6 @@ def progress(scenario: str, mode: str, settings: Any, sut: SystemUnderTest, tota
 def run_test(
     lg: Any,
     sut: SystemUnderTest,
-    library: SampleLibrary,
     settings: Any,
     folder: Path,
     stop: StopSignals,
@@ -81,6 +70,7 @@ def run_test(
 ) -> dict[str, Any]:
     """Run one test with logs in `folder`; the run record (logs.run_record) with 'seconds', and 'stopped' (the
     Interrupted) when a signal ended it."""
+    library = sut.library
     folder.mkdir(parents=True, exist_ok=True)
     out = lg.LogOutputSettings()
     out.outdir = str(folder)
@@ -95,8 +85,10 @@ def run_test(
         except BaseException as e:  # never into LoadGen's C++: the SUT stops and the driver raises it after
             sut.fail(e)
 
+    # The performance sample count the QSL reports (mlperf.conf's override takes precedence inside LoadGen)
+    count = min(len(library), int(settings.performance_sample_count_override) or 1024)
     sut_handle = lg.ConstructSUT(sut.issue, sut.flush)
-    qsl_handle = lg.ConstructQSL(len(library), min(len(library), _sample_count(settings)), load, library.unload)
+    qsl_handle = lg.ConstructQSL(len(library), count, load, library.unload)
     stopped: Interrupted | None = None
     sut.start()
     start = time.perf_counter()
@@ -136,8 +128,3 @@ def run_test(
     if stopped is not None:
         record["stopped"] = stopped
     return record
-
-
-def _sample_count(settings: Any) -> int:
-    """The performance sample count the QSL reports (mlperf.conf's override takes precedence inside LoadGen)."""
-    return int(settings.performance_sample_count_override) or 1024

@@ -58,7 +58,7 @@ def finish(result: dict[str, Any], opts: Any, peak: float | None) -> None:
     """The command's verdict from its runs: the last run's (the highest VALID one for --find-peak)."""
     runs = result["runs"]
     for n, rec in enumerate(runs, 1):
-        rec.setdefault("try", n)
+        rec["try"] = n
         if rec.get("stopped") is not None and not isinstance(rec["stopped"], str):
             rec["stopped"] = rec["stopped"].signal_name
     devs = sorted({d for r in runs for d in r.get("deviations", [])})

@@ -10,7 +10,7 @@ from typing import Any
 
 from rn50.bench.mlperf import report
 from rn50.bench.mlperf.library import SampleLibrary, eval_folder
-from rn50.bench.mlperf.loadgen import loadgen_version, require_loadgen, run_test
+from rn50.bench.mlperf.loadgen import require_loadgen, run_test
 from rn50.bench.mlperf.logs import accuracy_top1
 from rn50.bench.mlperf.settings import (
     ACCURACY_TARGET,
@@ -67,7 +67,7 @@ class Session:
         def tick(fraction: float) -> None:
             self.bar.update(f"{what}: {sut.completed:,} samples answered", done=done + fraction)
 
-        rec = run_test(self.lg, sut, sut.library, settings, folder, self.stop, tick, opts.scenario, opts.mode)
+        rec = run_test(self.lg, sut, settings, folder, self.stop, tick, opts.scenario, opts.mode)
         rec["settings"] = settings_record(settings)
         rec["deviations"] = deviations(settings, self.official, opts.scenario)
         rec["compliant"] = not rec["deviations"]
@@ -85,7 +85,6 @@ def find_peak(session: Session, p: Plan, base: Path) -> float | None:
     qps, valid, invalid = 0.5 * p.capacity, None, None
     for n in range(1, session.opts.peak_tries + 1):
         rec = session.run(UserConf(server_target_qps=qps), base / f"try{n}-qps{qps:.5g}")
-        rec["try"] = n
         if rec.get("stopped"):
             break
         if rec["result"] == "VALID":
@@ -123,16 +122,16 @@ def fp32_reference(
     from rn50.weights import load_model
 
     model = load_model(src).to(opts.device).eval()
-    ref = SampleLibrary(library.folder, library.image_size, lambda x: x.to(opts.device), opts.threads)
+    library.prepare = lambda x: x.to(opts.device)  # the run is over, nothing loaded: the samples as fp32 takes them
     good = 0
-    for start in range(0, len(ref), 64):
-        chunk = list(range(start, min(start + 64, len(ref))))
-        ref.load(chunk)
+    for start in range(0, len(library), 64):
+        chunk = list(range(start, min(start + 64, len(library))))
+        library.load(chunk)
         with torch.no_grad():
-            pred = model(ref.batch(chunk)).argmax(1).cpu().tolist()
-        ref.unload(chunk)
-        good += sum(int(p == ref.labels[i]) for p, i in zip(pred, chunk, strict=True))
-    return {"top1": 100.0 * good / len(ref), "from": f"checkpoint {src} (eager fp32, same images)"}
+            pred = model(library.batch(chunk)).argmax(1).cpu().tolist()
+        library.unload(chunk)
+        good += sum(int(p == library.labels[i]) for p, i in zip(pred, chunk, strict=True))
+    return {"top1": 100.0 * good / len(library), "from": f"checkpoint {src} (eager fp32, same images)"}
 
 
 def _check_counts(opts: MlperfOptions, library: SampleLibrary, official: Any) -> None:
@@ -145,26 +144,29 @@ def _check_counts(opts: MlperfOptions, library: SampleLibrary, official: Any) ->
         )
 
 
-def _setup(lg: Any, opts: MlperfOptions, workdir: Path) -> tuple[SystemUnderTest, dict[str, Any], Plan, Any]:
+def _setup(
+    lg: Any, opts: MlperfOptions, workdir: Path, stop: StopSignals, bar: ProgressBar
+) -> tuple[Session, dict[str, Any], Plan, Any]:
+    """The session over the calibrated SUT, the source summary, the plan and the calibration."""
     folder = eval_folder(opts.data)
     rt, source = build_runtime(opts, folder, workdir)
     device, dtype = rt.opts.device, rt.input_dtype
     library = SampleLibrary(folder, source["image_size"], lambda x: x.to(device=device, dtype=dtype), opts.threads)
-    official = official_settings(lg, opts.scenario)
-    _check_counts(opts, library, official)
     sut = SystemUnderTest(
-        lg, forward_fn(rt), library, opts.scenario, source["batch"], 0.0, rt.input_channels_last, opts.concurrency
+        lg, forward_fn(rt), library, opts.scenario, source["batch"], rt.input_channels_last, opts.concurrency
     )
+    session = Session(lg, opts, sut, stop, bar)
+    _check_counts(opts, library, session.official)
     batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
     # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
     timed = opts.mode == "performance" or opts.scenario == "server"
-    bound_s = (opts.target_latency_ms or official.server_target_latency_ns / 1e6) / 1e3
+    bound_s = (opts.target_latency_ms or session.official.server_target_latency_ns / 1e6) / 1e3
     # Server: no batch size past the first whose median call cannot fit the bound (a larger one cannot either)
     limit = SERVER_MARGIN * bound_s / 2 if opts.scenario == "server" else None
     cal = calibrate(sut, calibration_sizes(opts.scenario, batch), limit_s=limit) if timed else Calibration({})
     p = plan(opts, batch, cal, bound_s)
     sut.batch, sut.timeout_s = p.batch, p.timeout_s
-    return sut, source, p, cal
+    return session, source, p, cal
 
 
 def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
@@ -172,11 +174,11 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
     opts.validate()
     lg = require_loadgen()
     out = make_folder(opts.out, f"--out {opts.out}")
-    from rn50.env import capture_env
+    from rn50.env import capture_env, package_versions
 
     env = capture_env()
     env["loadavg"] = list(os.getloadavg())
-    env["packages"]["mlcommons-loadgen"] = loadgen_version()
+    env["packages"].update(package_versions(("mlcommons-loadgen",)))
     base = out / f"{opts.scenario}-{opts.mode}"
     result: dict[str, Any] = {"kind": "rn50-bench-mlperf", "scenario": opts.scenario, "mode": opts.mode}
     result.update(data=str(opts.data), env=env, runs=[])
@@ -186,13 +188,11 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
         StopSignals("bench mlperf") as stop,
         ProgressBar("bench mlperf", tries, opts.progress, setup=True) as bar,
     ):
-        session = None
         try:
             bar.update("building and calibrating the system under test")
-            sut, source, p, cal = _setup(lg, opts, Path(tmp))
-            result.update(source=source, images=len(sut.library), plan=report.plan_record(p, cal))
+            session, source, p, cal = _setup(lg, opts, Path(tmp), stop, bar)
+            result.update(source=source, images=len(session.sut.library), plan=report.plan_record(p, cal))
             bar.mark()
-            session = Session(lg, opts, sut, stop, bar)
             result["runs"] = session.runs
             if opts.find_peak:
                 result["peak_qps"] = find_peak(session, p, base)
@@ -211,7 +211,7 @@ def run_mlperf(opts: MlperfOptions) -> dict[str, Any]:
             raise stopped.adding(f"LoadGen's logs are in {base}, the table of what ran in {paths['md']}") from None
     if opts.mode == "accuracy":
         acc = result["runs"][-1]["accuracy"]
-        ref = fp32_reference(opts, result["source"], sut.library, acc["top1"])
+        ref = fp32_reference(opts, result["source"], session.sut.library, acc["top1"])
         if ref is not None:
             ref["target_top1"] = ACCURACY_TARGET * ref["top1"]
             ref["met"] = acc["top1"] >= ref["target_top1"]

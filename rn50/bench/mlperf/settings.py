@@ -13,7 +13,7 @@ that shorten or loosen the official values (`--min-duration`, `--min-query-count
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ class MlperfOptions:
     threads: int | None = None  # decode threads for the sample library (default: every core)
     out: Path = Path("runs/bench-mlperf")
     progress: bool = True
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> None:
         self.scenario, self.mode = self.scenario.lower(), self.mode.lower()

@@ -36,8 +36,8 @@ HEADROOM = 1.5  # Offline: the query lasts HEADROOM x 1.1 x the minimum duration
 LATENCY_HEADROOM = 2.0  # SingleStream/MultiStream: more queries generated, the run no longer
 
 
-def _source(opts: MlperfOptions) -> tuple[Any, dict[str, Any], int | None, int | None]:
-    """(model or None, source summary, image size, largest batch) of the checkpoint or artifact."""
+def _source(opts: MlperfOptions) -> tuple[Any, str, dict[str, Any], int | None, int | None]:
+    """(model or None, the runtime that runs it, source summary, image size, largest batch) of the source."""
     path = Path(opts.source)
     if is_artifact(path):
         sidecar = read_sidecar(path) or {}
@@ -49,19 +49,19 @@ def _source(opts: MlperfOptions) -> tuple[Any, dict[str, Any], int | None, int |
         summary = {"artifact": str(path), **{k: sidecar.get(k) for k in SIDECAR_KEYS if sidecar.get(k) is not None}}
         parity = sidecar.get("parity") or {}
         summary.update({f"parity_{k}": v for k, v in parity.items() if isinstance(v, int | float) and k != "seconds"})
-        return None, summary, sidecar_image_size(sidecar), sidecar_max_batch(sidecar)
+        return None, fmt.runtime, summary, sidecar_image_size(sidecar), sidecar_max_batch(sidecar)
     from rn50.weights import meta_from, model_from, read_checkpoint
 
     obj = read_checkpoint(path)
     model = model_from(obj, path)
     recipe = meta_from(obj).get("recipe") or {}
     summary = {"checkpoint": str(path), "recipe": recipe.get("name"), "num_classes": model.fc.out_features}
-    return model, summary, recipe.get("image_size"), None
+    return model, opts.backend or "eager", summary, recipe.get("image_size"), None
 
 
 def build_runtime(opts: MlperfOptions, folder: Path, workdir: Path) -> tuple[Runtime, dict[str, Any]]:
     """The built runtime (exported, compiled or loaded) and a summary of the source (the artifact's sidecar)."""
-    model, summary, size, max_batch = _source(opts)
+    model, backend, summary, size, max_batch = _source(opts)
     if opts.image_size and size and opts.image_size != size and model is None:
         raise UserError(f"{opts.source} takes {size} px images; drop --image-size or pass {size}")
     image_size = opts.image_size or size or 224
@@ -78,11 +78,10 @@ def build_runtime(opts: MlperfOptions, folder: Path, workdir: Path) -> tuple[Run
         num_classes=summary.get("num_classes") or 1000,
     )
     if model is None:
-        fmt = artifact_format(opts.source, read_sidecar(opts.source))
-        rt = make_runtime(fmt.runtime, None, "fp32", rt_opts, artifact=Path(opts.source))
+        rt = make_runtime(backend, None, "fp32", rt_opts, artifact=Path(opts.source))
     else:
         precision = opts.precision or ("fp16" if cuda else "fp32")
-        rt = make_runtime(opts.backend or "eager", model, precision, rt_opts)
+        rt = make_runtime(backend, model, precision, rt_opts)
     try:
         rt.check()
         with math_mode(rt.precision, cuda):
