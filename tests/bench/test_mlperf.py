@@ -111,8 +111,11 @@ def test_offline_with_two_inference_threads(random_ckpt, sample_dir, tmp_path):
 
 
 def test_multistream_sends_8_sample_queries_and_a_short_run_fails_early_stopping(random_ckpt, sample_dir, tmp_path):
+    # --batch 4: a query of 8 samples is two calls, calibrated at the batch the SUT runs (it was calibrated at 8 only)
     code, r, err = mlperf(random_ckpt, sample_dir, "--scenario", "multistream", *SHORT, "--min-query-count", "30",
-                          "--out", tmp_path)  # fmt: skip
+                          "--batch", "4", "--out", tmp_path)  # fmt: skip
+    assert r is not None, err
+    assert r["plan"]["batch"] == 4, r["plan"]
     run = r["runs"][0]
     # at least the 30 queries asked for, more when they end before the minimum duration: 8 samples each
     samples_per_query = run["settings"]["multi_stream_samples_per_query"]
