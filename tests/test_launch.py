@@ -98,11 +98,12 @@ def test_two_nodes_on_one_machine_equal_one_node_with_two_processes(tiny_data, t
 
 
 def test_bench_train_two_nodes_on_one_machine_equal_one_node(tmp_path):
-    one = subprocess.run(rn50("bench", "train", *BENCH, "--gpus", 2, "--out", tmp_path / "one"), cwd=ROOT,
+    bench = [*BENCH, "--rounds", 2]  # two launches each: every round is gathered on node 0
+    one = subprocess.run(rn50("bench", "train", *bench, "--gpus", 2, "--out", tmp_path / "one"), cwd=ROOT,
                          env=ENV, capture_output=True, text=True, timeout=300)  # fmt: skip
     assert one.returncode == 0, one.stdout[-2000:] + one.stderr[-2000:]
     port = free_port()
-    common = [*BENCH, "--gpus", 1, "--nnodes", 2, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", 60]
+    common = [*bench, "--gpus", 1, "--nnodes", 2, "--rdzv-endpoint", f"127.0.0.1:{port}", "--rdzv-timeout", 60]
     run_nodes(
         [rn50("bench", "train", *common, "--node-rank", rank, "--out", tmp_path / f"node{rank}") for rank in (0, 1)]
     )
@@ -121,7 +122,8 @@ def test_sigkill_of_the_parent_leaves_no_launcher_or_rank(tmp_path):
     cmd = rn50("bench", "train", *long, "--gpus", 2, "--out", tmp_path)
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
-    while time.monotonic() < deadline and len(list(tmp_path.glob("logs/*/2w/rank*.log"))) < 2:
+    while len(list(tmp_path.glob("logs/*/2w-*/rank*.log"))) < 2:  # the launch's run folder: logs/<sweep>/2w-round1/
+        assert time.monotonic() < deadline, "the two ranks wrote no log within 120 s"
         time.sleep(0.1)
     time.sleep(1.0)
     assert processes_mentioning(str(tmp_path)), "the ranks never started"
