@@ -134,6 +134,20 @@ def _done(n: int, iters: int | None, min_time: float | None, min_iters: int, sta
     return n >= min_iters and time.perf_counter() - start >= min_time
 
 
+def endless_batches(loader: Any, empty: str) -> Iterator[tuple[int, Any]]:
+    """(epoch, batch) across epoch ends, each epoch started with `loader.set_epoch` (reshuffled, as in training);
+    a loader that yields no batch in an epoch is one UserError(`empty`) rather than an endless wait."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        got = False
+        for batch in loader:
+            got = True
+            yield epoch, batch
+        need(got, empty)
+        epoch += 1
+
+
 @contextlib.contextmanager
 def cuda_settings(device: str) -> Iterator[None]:
     """On CUDA: the GPU asked for (`cuda:N`) made current, so CUDA events, syncs and new tensors use it rather than
