@@ -79,6 +79,10 @@ class LoopResult:
     samples_s: list[float]  # per-iteration latency, seconds
     total_s: float  # first iteration start to last iteration end
 
+    def img_s(self, images_per_iter: int) -> float:
+        """Throughput: the images of every timed iteration over the total timed seconds."""
+        return images_per_iter * len(self.samples_s) / self.total_s
+
 
 def timed_loop(
     step: Callable[[], Any],
@@ -240,7 +244,7 @@ def ratio_stats(ratios: Sequence[float]) -> dict[str, float]:
 
 def per_round_rates(results: list[list[LoopResult]], index: int, images_per_iter: int) -> list[float]:
     """Img/s of step `index` in every round."""
-    return [images_per_iter * len(row[index].samples_s) / row[index].total_s for row in results]
+    return [row[index].img_s(images_per_iter) for row in results]
 
 
 def _proc_stat_busy() -> tuple[float, float] | None:

@@ -262,18 +262,14 @@ def _time_batch(
         mine = loops[id(row)]
         samples = [s for loop in mine for s in loop.samples_s]
         row.update(status="ok", **summarize(samples, batch, sum(loop.total_s for loop in mine)))
-        row["round_img_s"] = [batch * len(loop.samples_s) / loop.total_s for loop in mine]
+        row["round_img_s"] = [loop.img_s(batch) for loop in mine]
         row["round_iters"] = [len(loop.samples_s) for loop in mine]
         if base is not None and len(base) == len(mine):
-            ratios = [mine_r / base_r for mine_r, base_r in zip(row["round_img_s"], _rates(base, batch), strict=True)]
+            ratios = [rate / base_loop.img_s(batch) for rate, base_loop in zip(row["round_img_s"], base, strict=True)]
             stats = ratio_stats(ratios)
             row.update(speedup=stats["ratio"], speedup_min=stats["ratio_min"], speedup_max=stats["ratio_max"])
             row.update(speedup_spread=stats["ratio_spread"], rounds=stats["rounds"])
     return rows
-
-
-def _rates(loops: list[LoopResult], batch: int) -> list[float]:
-    return [batch * len(loop.samples_s) / loop.total_s for loop in loops]
 
 
 def _failed(row: dict[str, Any], e: BaseException, label: str, opts: Options) -> None:
