@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from rn50.bench.datapipe.config import BackendResult, DataBenchConfig, DataBenchReport, skip_reason
 from rn50.bench.datapipe.report import write_outputs
 from rn50.bench.datapipe.streams import Stream, time_train_step
 from rn50.bench.progress import ProgressBar
+from rn50.bench.report import config_dict
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.errors import UserError
 
@@ -75,10 +76,8 @@ class DataSweep:
         self.device = torch.device("cuda", 0) if device_kind == "cuda" else torch.device("cpu")
         base = get_recipe(cfg.recipe).replace(batch_size=cfg.batch, gpus=1, image_size=cfg.image_size)
         self.base = base.replace(workers=cfg.workers)
-        config = asdict(cfg)
-        config.update(data=str(cfg.data), backends=list(cfg.backends), out=str(cfg.out) if cfg.out else None)
         self.split = split_rounds(cfg.iters, cfg.rounds)
-        self.report = DataBenchReport(config=config, device=str(self.device), rounds_planned=len(self.split))
+        self.report = DataBenchReport(config=config_dict(cfg), device=str(self.device), rounds_planned=len(self.split))
         self.report.env = capture_env()  # before any work
         self.watch = LoadWatch()
         self.order = (["synthetic"] if cfg.ceiling else []) + list(dict.fromkeys(cfg.backends))

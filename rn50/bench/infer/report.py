@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rn50.bench.report import env_lines, line_figure, save_png
+from rn50.bench.report import env_lines, line_figure, save_png, write_files
 from rn50.bench.timing import load_flags, spread_flag, window_flags
-from rn50.io import atomic_write_json, atomic_write_text
 from rn50.tables import csv_text, format_cell, markdown_table
 
 ROW_COLUMNS = [
@@ -73,12 +72,8 @@ def series_label(backend: str, precision: str) -> str:
 def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
     """The seed-shaped Markdown table (batch | img/s per series | p50/p90/p99 ms), the full table as CSV, the
     whole result as JSON, and two PNGs: throughput vs batch, latency vs throughput."""
-    rows = result["rows"]
-    paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
-    paths["json"] = stem.with_name(stem.name + ".json")
-    atomic_write_text(paths["md"], "\n".join(markdown(result)))
-    atomic_write_text(paths["csv"], csv_text(rows, ROW_COLUMNS))
-    atomic_write_json(paths["json"], {k: v for k, v in result.items() if k != "paths"})
+    whole = {k: v for k, v in result.items() if k != "paths"}
+    paths = write_files(stem, markdown(result), csv_text(result["rows"], ROW_COLUMNS), whole)
     paths.update(plots(result, stem))
     return {k: str(v) for k, v in paths.items()}
 

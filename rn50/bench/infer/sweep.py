@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from rn50.bench.infer.config import InferConfig, images_dirs, load_source, metho
 from rn50.bench.infer.report import infer_flags, write_infer_report
 from rn50.bench.infer.series import agreement, build_series, reference_top1
 from rn50.bench.progress import ProgressBar
+from rn50.bench.report import config_dict
 from rn50.bench.runtimes import Options, Runtime, is_oom
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.bench.timing import (
@@ -112,7 +112,7 @@ class Sweep:
         self.reference = reference_top1(model, eval_dir, cfg, self.opts) if use_reference else None
         self.result: dict[str, Any] = {
             "kind": "rn50-bench-infer",
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "config": config_dict(cfg),
             "weights": weights,
             "agreement_images": None if self.reference is None else {"dir": str(eval_dir), "n": len(self.reference[1])},
             "calibration_images": str(calib_dir) if calib_dir and "int8" in cfg.precisions else None,
