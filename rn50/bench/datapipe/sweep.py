@@ -68,12 +68,12 @@ class DataSweep:
         import torch
 
         from rn50.bench.timing import LoadWatch, split_rounds
-        from rn50.env import capture_env
+        from rn50.env import capture_env, resolve_device
         from rn50.recipes import get_recipe
 
         self.cfg = cfg
-        device_kind = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device("cuda", 0) if device_kind == "cuda" else torch.device("cpu")
+        device = resolve_device(cfg.device)
+        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
         base = get_recipe(cfg.recipe).replace(batch_size=cfg.batch, gpus=1, image_size=cfg.image_size)
         self.base = base.replace(workers=cfg.workers)
         self.split = split_rounds(cfg.iters, cfg.rounds)
