@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags_and_files, switch
 from rn50.env import resolve_device
 from rn50.errors import UserError
 
@@ -120,9 +120,7 @@ def bench_infer(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
                 f"{100 * s['top1_agreement']:.1f}% on {s['agreement_n']} real images"
             )
-    print_flags(result.get("flags", []))
-    for key, path in result["paths"].items():
-        console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
+    print_flags_and_files(result.get("flags", []), result["paths"])
     from rn50.bench.infer import failures
 
     problem = failures(result)
