@@ -94,7 +94,7 @@ class Sweep:
 
     def __init__(self, cfg: InferConfig, workdir: Path, env: dict[str, Any]) -> None:
         self.cfg = cfg
-        model, weights, _ = load_source(cfg)
+        model, weights = load_source(cfg)
         self.model = model
         self.artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
         self.plan = plan_series(cfg, self.artifact)
