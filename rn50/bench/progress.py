@@ -72,15 +72,11 @@ class ProgressBar:
             self._task = self._bar.add_task(self.what, total=self.total, mark=None if self.setup else (0.0, 0.0))
         return self
 
-    def update(
-        self, text: str | None = None, advance: float = 0.0, done: float | None = None, total: float | None = None
-    ) -> None:
-        """Say what runs now (`text`), and count `advance` more units done (or set `done` and `total`)."""
+    def update(self, text: str | None = None, advance: float = 0.0, done: float | None = None) -> None:
+        """Say what runs now (`text`), and count `advance` more units done (or set `done`)."""
         if self._bar is None:
             return
         kwargs: dict[str, Any] = {"advance": advance} if done is None else {"completed": done}
-        if total is not None:
-            kwargs["total"] = total
         if text:
             kwargs["description"] = f"{self.what}: {text}"
         self._bar.update(self._task, **kwargs)

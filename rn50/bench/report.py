@@ -6,6 +6,8 @@ Stable API (the `bench train` / `bench data` commands use it too):
     line_figure(series, xlabel, ylabel, title, logx=False, logy=False, labels=None, references=None) -> Figure
     save_png(figure, out_png) -> Path
     file_tag(text) -> str
+    config_dict(cfg) -> dict
+    write_files(out_stem, md_lines, csv, obj) -> {"md": Path, "csv": Path, "json": Path}
 `columns` is a sequence of keys or (key, header) pairs; a missing value prints as "-".
 """
 
@@ -14,6 +16,7 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -63,17 +66,27 @@ def write_table(
     extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Path]:
     """Write `<out_stem>.md`, `.csv` and `.json` (the JSON holds title, env, columns, rows and `extra`)."""
-    stem = Path(out_stem)
     md = [f"# {title}", "", *(f"- {line}" for line in env_lines(env)), *(f"- {n}" for n in notes), ""]
     md.append(markdown_table(rows, columns))
-    paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
-    paths["json"] = stem.with_name(stem.name + ".json")
-    atomic_write_text(paths["md"], "\n".join(md))
-    atomic_write_text(paths["csv"], csv_text(rows, columns))
     obj = {"title": title, "env": dict(env), "columns": column_keys(columns), "rows": list(rows)}
     obj.update(extra or {})
+    return write_files(out_stem, md, csv_text(rows, columns), obj)
+
+
+def write_files(out_stem: str | os.PathLike, md_lines: Sequence[str], csv: str, obj: Any) -> dict[str, Path]:
+    """`<out_stem>.md` (the lines), `.csv` and `.json` (`obj`), each written atomically; their paths."""
+    stem = Path(out_stem)
+    paths = {ext: stem.with_name(f"{stem.name}.{ext}") for ext in ("md", "csv", "json")}
+    atomic_write_text(paths["md"], "\n".join(md_lines))
+    atomic_write_text(paths["csv"], csv)
     atomic_write_json(paths["json"], obj)
     return paths
+
+
+def config_dict(cfg: Any) -> dict[str, Any]:
+    """A benchmark's config dataclass as the result files hold it: paths as strings, tuples as lists."""
+    fields = asdict(cfg).items()
+    return {k: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v for k, v in fields}
 
 
 def file_tag(text: str) -> str:

@@ -79,6 +79,10 @@ class LoopResult:
     samples_s: list[float]  # per-iteration latency, seconds
     total_s: float  # first iteration start to last iteration end
 
+    def img_s(self, images_per_iter: int) -> float:
+        """Throughput: the images of every timed iteration over the total timed seconds."""
+        return images_per_iter * len(self.samples_s) / self.total_s
+
 
 def timed_loop(
     step: Callable[[], Any],
@@ -132,6 +136,20 @@ def _done(n: int, iters: int | None, min_time: float | None, min_iters: int, sta
     if iters is not None:
         return n >= iters
     return n >= min_iters and time.perf_counter() - start >= min_time
+
+
+def endless_batches(loader: Any, empty: str) -> Iterator[tuple[int, Any]]:
+    """(epoch, batch) across epoch ends, each epoch started with `loader.set_epoch` (reshuffled, as in training);
+    a loader that yields no batch in an epoch is one UserError(`empty`) rather than an endless wait."""
+    epoch = 0
+    while True:
+        loader.set_epoch(epoch)
+        got = False
+        for batch in loader:
+            got = True
+            yield epoch, batch
+        need(got, empty)
+        epoch += 1
 
 
 @contextlib.contextmanager
@@ -226,7 +244,7 @@ def ratio_stats(ratios: Sequence[float]) -> dict[str, float]:
 
 def per_round_rates(results: list[list[LoopResult]], index: int, images_per_iter: int) -> list[float]:
     """Img/s of step `index` in every round."""
-    return [images_per_iter * len(row[index].samples_s) / row[index].total_s for row in results]
+    return [row[index].img_s(images_per_iter) for row in results]
 
 
 def _proc_stat_busy() -> tuple[float, float] | None:

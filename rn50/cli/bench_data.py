@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags_and_files, switch
 from rn50.env import resolve_device
 
 
@@ -73,6 +73,4 @@ def bench_data(
     console.print(f"device {report.device}; load average {load:.2f} (figures on a busy machine are low)")
     if report.verdict:
         console.print(report.verdict, highlight=False)
-    print_flags(report.flags)
-    for kind, path in files.items():
-        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+    print_flags_and_files(report.flags, files)

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags_and_files, switch
 from rn50.env import resolve_device
 from rn50.errors import UserError
 
@@ -80,9 +80,10 @@ def bench_infer(
     where 50 iterations of a fast backend last a fraction of a second). CPU defaults: batch 1..8, 3 warmup + 1.5 s
     timed (about half a minute for eager alone on 2 cores). The tables are rewritten after every batch size; Ctrl-C
     says where they are."""
-    from rn50.bench.infer import InferConfig, run_infer
+    from rn50.bench.infer import InferConfig, failures, run_infer
     from rn50.bench.runtimes import PRECISIONS, RUNTIMES
     from rn50.bench.timing import parse_batches, parse_list
+    from rn50.tables import markdown_table
 
     dev = resolve_device(device)
     cuda = dev.startswith("cuda")
@@ -97,7 +98,6 @@ def bench_infer(
         min_time=min_time if min_time is not None or iters is not None else 1.5,
     )
     result = run_infer(cfg)
-    from rn50.tables import markdown_table
 
     shown = []
     for r in result["rows"]:
@@ -120,11 +120,7 @@ def bench_infer(
                 f"{s['backend']} {s['precision']}: top-1 agreement with eager fp32 "
                 f"{100 * s['top1_agreement']:.1f}% on {s['agreement_n']} real images"
             )
-    print_flags(result.get("flags", []))
-    for key, path in result["paths"].items():
-        console.print(f"{key}: {path}", highlight=False, soft_wrap=True)
-    from rn50.bench.infer import failures
-
+    print_flags_and_files(result.get("flags", []), result["paths"])
     problem = failures(result)
     if problem:  # a script must see that something it asked for was not measured
         raise UserError(problem)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rn50.cli.common import DEVICE_HELP, bind, console, print_flags, switch
+from rn50.cli.common import DEVICE_HELP, bind, console, print_flags_and_files, switch
 from rn50.env import resolve_device
 
 
@@ -92,6 +92,4 @@ def bench_train(
         return
     console.print(markdown_table(report.rows, COLUMNS), highlight=False, soft_wrap=True)
     console.print(caption(report), highlight=False)
-    print_flags(report.flags)
-    for kind, path in report.files.items():
-        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
+    print_flags_and_files(report.flags, report.files)

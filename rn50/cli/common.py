@@ -121,10 +121,12 @@ def command_argv(ctx: typer.Context, skip: tuple[str, ...] = ()) -> list[str]:
     return [*args, *opts]
 
 
-def print_flags(flags: list[str]) -> None:
-    """Each flag on its own line, on stdout beside the table it qualifies."""
+def print_flags_and_files(flags: list[str], files: Mapping[str, Any]) -> None:
+    """Each flag on its own line, on stdout beside the table it qualifies; then each result file, `kind: path`."""
     for flag in flags:
         console.print(f"[bold yellow]flag:[/] {escape(flag)}", highlight=False, soft_wrap=True)
+    for kind, path in files.items():
+        console.print(f"{kind}: {path}", highlight=False, soft_wrap=True)
 
 
 def bind(cls: type, params: Mapping[str, Any], **values: Any) -> Any:

@@ -7,6 +7,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rn50.env import resolve_device
 from rn50.errors import need
 from rn50.recipes import FILE_BACKENDS
 
@@ -24,7 +25,7 @@ class DataBenchConfig:
     iters: int = 50
     split: str = "train"
     image_size: int = 224
-    device: str | None = None  # None: cuda when present, else cpu
+    device: str | None = None  # None: cuda when present, else cpu; cuda:N for another GPU
     ceiling: bool = True  # also time the synthetic loader
     step: bool | None = None  # also time the training step on synthetic data (None: on with CUDA, off on CPU)
     recipe: str = "dgxa100-fp16-90"
@@ -48,12 +49,8 @@ class DataBenchConfig:
         need(self.iters >= 1, f"--iters must be >= 1, got {self.iters}")
         need(self.rounds >= 1, f"--rounds must be >= 1, got {self.rounds}")
         need(self.image_size >= 32, f"--image-size must be >= 32, got {self.image_size}")
-        need(self.device in (None, "cpu", "cuda"), f"--device must be cuda or cpu, not {self.device!r}")
+        resolve_device(self.device)  # cpu, cuda or cuda:N, with a GPU there when one is asked for
         need(self.out is None or not Path(self.out).is_file(), f"--out {self.out} is a file; give a folder")
-        if self.device == "cuda":
-            import torch
-
-            need(torch.cuda.is_available(), "--device cuda asked for, but no CUDA GPU is visible; use --device cpu")
 
 
 @dataclass

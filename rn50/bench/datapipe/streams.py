@@ -6,32 +6,23 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from rn50.bench.timing import endless_batches
 from rn50.env import synchronize
-from rn50.errors import need
 
 
 class Stream:
     """A loader's batches across epoch ends, taken a few at a time (one interleaved round after another)."""
 
     def __init__(self, loader, device) -> None:
-        self.loader, self.device, self.epoch = loader, device, 0
-        self.it = self._batches()
-
-    def _batches(self):
-        while True:
-            self.loader.set_epoch(self.epoch)
-            got = False
-            for batch in self.loader:
-                got = True
-                yield batch
-            need(bool(got), "the loader yields no batch: the split has fewer images than one batch; lower --batch")
-            self.epoch += 1
+        self.loader, self.device, self.epoch = loader, device, 0  # the epoch of the last batch taken
+        empty = "the loader yields no batch: the split has fewer images than one batch; lower --batch"
+        self.it = endless_batches(loader, empty)
 
     def take(self, n: int) -> float:
         """`n` untimed batches; their seconds."""
         t0 = time.perf_counter()
         for _ in range(n):
-            next(self.it)
+            self.epoch, _ = next(self.it)
         synchronize(self.device)
         return time.perf_counter() - t0
 
@@ -44,22 +35,13 @@ class Stream:
         start = time.perf_counter()
         for _ in range(n):
             cpu = time.thread_time()  # this thread only: worker processes and DALI's threads are not in it
-            x, _ = next(self.it)
+            self.epoch, (x, _) = next(self.it)
             host += time.thread_time() - cpu
             images += x.shape[0]
         synchronize(self.device)
         seconds = time.perf_counter() - start
         own = {k: v - own_before[k] for k, v in getattr(self.loader, "timings", {}).items() if k in own_before}
         return images, seconds, self.epoch - restarts_before, x, own | {"host_s": host}
-
-
-def time_loader(loader, warmup: int, iters: int, device) -> tuple[int, float, float, int, Any, dict[str, float]]:
-    """(images, seconds, setup seconds, epoch restarts, last batch, the loader's own `timings` over the timed
-    batches where it keeps them) for `iters` batches after `warmup` (>= 1)."""
-    stream = Stream(loader, device)
-    setup = stream.take(max(1, warmup))  # the first batch includes start-up: never timed
-    images, seconds, restarts, last, own = stream.timed(iters)
-    return images, seconds, setup, restarts, last, own
 
 
 def time_train_step(recipe, device, warmup: int, iters: int) -> dict[str, Any]:
@@ -74,16 +56,17 @@ def time_train_step(recipe, device, warmup: int, iters: int) -> dict[str, Any]:
     recipe = recipe.replace(precision=precision, memory_format=layout, data_backend="synthetic")
     state = build_state(recipe, device, distributed=False)
     loader = SyntheticLoader(recipe, device, batches=max(1, warmup) + iters)
-    stepped = _Stepped(loader, lambda x, y: train_step(state, x, y))
-    images, seconds, _, _, _, _ = time_loader(stepped, warmup, iters, device)
-    del stepped
+    stream = Stream(_Stepped(loader, lambda x, y: train_step(state, x, y)), device)
+    stream.take(max(1, warmup))  # the first batch includes start-up: never timed
+    images, seconds, _, _, _ = stream.timed(iters)
+    del stream
     if device.type == "cuda":
         torch.cuda.empty_cache()
     return {"precision": precision, "img_per_s": images / seconds, "images": images, "seconds": seconds}
 
 
 class _Stepped:
-    """A loader whose every batch has been through one training step (so time_loader times loader + step)."""
+    """A loader whose every batch has been through one training step (so a Stream times loader + step)."""
 
     def __init__(self, loader, step) -> None:
         self.loader, self.step = loader, step

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import signal
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from rn50.bench.datapipe.config import BackendResult, DataBenchConfig, DataBenchReport, skip_reason
 from rn50.bench.datapipe.report import write_outputs
 from rn50.bench.datapipe.streams import Stream, time_train_step
 from rn50.bench.progress import ProgressBar
+from rn50.bench.report import config_dict
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.errors import UserError
 
@@ -67,18 +68,16 @@ class DataSweep:
         import torch
 
         from rn50.bench.timing import LoadWatch, split_rounds
-        from rn50.env import capture_env
+        from rn50.env import capture_env, resolve_device
         from rn50.recipes import get_recipe
 
         self.cfg = cfg
-        device_kind = cfg.device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.device = torch.device("cuda", 0) if device_kind == "cuda" else torch.device("cpu")
+        device = resolve_device(cfg.device)
+        self.device = torch.device("cuda", 0) if device == "cuda" else torch.device(device)
         base = get_recipe(cfg.recipe).replace(batch_size=cfg.batch, gpus=1, image_size=cfg.image_size)
         self.base = base.replace(workers=cfg.workers)
-        config = asdict(cfg)
-        config.update(data=str(cfg.data), backends=list(cfg.backends), out=str(cfg.out) if cfg.out else None)
         self.split = split_rounds(cfg.iters, cfg.rounds)
-        self.report = DataBenchReport(config=config, device=str(self.device), rounds_planned=len(self.split))
+        self.report = DataBenchReport(config=config_dict(cfg), device=str(self.device), rounds_planned=len(self.split))
         self.report.env = capture_env()  # before any work
         self.watch = LoadWatch()
         self.order = (["synthetic"] if cfg.ceiling else []) + list(dict.fromkeys(cfg.backends))
@@ -161,7 +160,47 @@ class DataSweep:
             bar.update(advance=max(1, self.cfg.warmup) + self.cfg.iters)
 
     def summarize(self) -> None:
-        _summarize(self.report, self.results, self.rounds, self.cfg, self.watch)
+        """Every figure and flag from the first `report.rounds_done` rounds (a backend timed in a round that did not
+        finish is left out of it)."""
+        from rn50.bench.timing import load_flags, ratio_stats, spread_flag, window_flags
+
+        report, results, rounds = self.report, self.results, self.rounds
+        k = report.rounds_done
+        names = [n for n in rounds if n in results]
+        for name in names:
+            res, done = results[name], rounds[name][:k]
+            res.images = sum(d.images for d in done)
+            res.seconds = sum(d.seconds for d in done)
+            res.epochs = sum(d.restarts for d in done)
+            res.round_img_per_s = [d.images / d.seconds for d in done]
+            res.img_per_s = res.images / res.seconds if res.seconds else None
+            res.img_per_s_per_core = res.img_per_s / res.cores if res.cores and res.img_per_s else None
+            own: dict[str, float] = {}
+            for d in done:
+                for key, v in d.own.items():
+                    own[key] = own.get(key, 0.0) + v
+            if res.images:
+                res.host_us_per_image = 1e6 * own.get("host_s", 0.0) / res.images
+            if own.get("images"):
+                for key in ("decode_s", "augment_s"):
+                    if key in own:
+                        setattr(res, f"{key.removesuffix('_s')}_ms_per_image", 1000 * own[key] / own["images"])
+        flags: list[str] = []
+        real = [n for n in names if n != "synthetic"]
+        for name in real if k else []:
+            res = results[name]
+            if "synthetic" in names:
+                ceil = results["synthetic"].round_img_per_s
+                res.vs_ceiling = ratio_stats([a / b for a, b in zip(res.round_img_per_s, ceil, strict=True)])["ratio"]
+            flags += window_flags(name, res.seconds, sum(self.split[:k]))
+            if name != real[0]:
+                first = results[real[0]].round_img_per_s
+                stats = ratio_stats([a / b for a, b in zip(res.round_img_per_s, first, strict=True)])
+                res.vs_first, res.vs_first_spread = stats["ratio"], stats["ratio_spread"]
+                flags += spread_flag(f"{name} vs {real[0]}", stats)
+        load = self.watch.summary()
+        report.env.update(loadavg_before=load["loadavg_before"], loadavg=load["loadavg_after"], load=load)
+        report.flags = flags + load_flags(load)
 
 
 @dataclass
@@ -187,55 +226,6 @@ def _stopped(sweep: DataSweep, stop: StopSignals, e: Interrupted) -> str:
     if not files:
         return f"round {k} of {n} had finished; give --out to keep partial results"
     return f"partial results (round {k} of {n}) in {files['md']}"
-
-
-def _summarize(
-    report: DataBenchReport,
-    results: dict[str, BackendResult],
-    rounds: dict[str, list[_Round]],
-    cfg: DataBenchConfig,
-    watch,
-) -> None:
-    """Every figure and flag from the first `report.rounds_done` rounds (a backend timed in a round that did not
-    finish is left out of it)."""
-    from rn50.bench.timing import load_flags, ratio_stats, split_rounds, spread_flag, window_flags
-
-    k = report.rounds_done
-    names = [n for n in rounds if n in results]
-    for name in names:
-        res, done = results[name], rounds[name][:k]
-        res.images = sum(d.images for d in done)
-        res.seconds = sum(d.seconds for d in done)
-        res.epochs = sum(d.restarts for d in done)
-        res.round_img_per_s = [d.images / d.seconds for d in done]
-        res.img_per_s = res.images / res.seconds if res.seconds else None
-        res.img_per_s_per_core = res.img_per_s / res.cores if res.cores and res.img_per_s else None
-        own: dict[str, float] = {}
-        for d in done:
-            for key, v in d.own.items():
-                own[key] = own.get(key, 0.0) + v
-        if res.images:
-            res.host_us_per_image = 1e6 * own.get("host_s", 0.0) / res.images
-        if own.get("images"):
-            for key in ("decode_s", "augment_s"):
-                if key in own:
-                    setattr(res, f"{key.removesuffix('_s')}_ms_per_image", 1000 * own[key] / own["images"])
-    flags: list[str] = []
-    real = [n for n in names if n != "synthetic"]
-    for name in real if k else []:
-        res = results[name]
-        if "synthetic" in names:
-            ceil = results["synthetic"].round_img_per_s
-            res.vs_ceiling = ratio_stats([a / b for a, b in zip(res.round_img_per_s, ceil, strict=True)])["ratio"]
-        flags += window_flags(name, res.seconds, sum(split_rounds(cfg.iters, cfg.rounds)[:k]))
-        if name != real[0]:
-            first = results[real[0]].round_img_per_s
-            stats = ratio_stats([a / b for a, b in zip(res.round_img_per_s, first, strict=True)])
-            res.vs_first, res.vs_first_spread = stats["ratio"], stats["ratio_spread"]
-            flags += spread_flag(f"{name} vs {real[0]}", stats)
-    load = watch.summary()
-    report.env.update(loadavg_before=load["loadavg_before"], loadavg=load["loadavg_after"], load=load)
-    report.flags = flags + load_flags(load)
 
 
 def _write(report: DataBenchReport, cfg: DataBenchConfig) -> dict[str, str]:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -84,15 +83,15 @@ def _check_artifact_size(path: Path, image_size: int) -> None:
     need(not size or size == image_size, f"{path} was exported for {size} px images; pass --image-size {size}")
 
 
-def load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:
-    """(model for the eager/compile/export backends, a description of the weights, the artifact runner or None)."""
+def load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str]:
+    """(model for the eager/compile/export backends, a description of the weights)."""
     from rn50.model import resnet50
 
     if cfg.source is not None and not is_artifact(Path(cfg.source)):
         from rn50.weights import load_model
 
         model = load_model(cfg.source, num_classes=cfg.num_classes)
-        return model, f"checkpoint {cfg.source}", None
+        return model, f"checkpoint {cfg.source}"
     num_classes = cfg.num_classes
     if cfg.source is not None:  # an artifact: the eager baseline gets the artifact's class count
         num_classes = num_classes or int((read_sidecar(cfg.source) or {}).get("num_classes") or 0) or None
@@ -101,7 +100,7 @@ def load_source(cfg: InferConfig) -> tuple[torch.nn.Module, str, Any]:
     weights = "random init (seed 0): speed does not depend on the weights"
     if cfg.source is not None:
         weights = f"artifact {cfg.source}; the eager fp32 baseline is a random-init model of the same shape"
-    return model, weights, None
+    return model, weights
 
 
 def images_dirs(cfg: InferConfig, workdir: Path) -> tuple[Path | None, Path | None]:

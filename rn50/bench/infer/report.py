@@ -6,9 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from rn50.bench.report import env_lines, line_figure, save_png
+from rn50.bench.report import env_lines, line_figure, save_png, write_files
 from rn50.bench.timing import load_flags, spread_flag, window_flags
-from rn50.io import atomic_write_json, atomic_write_text
 from rn50.tables import csv_text, format_cell, markdown_table
 
 ROW_COLUMNS = [
@@ -66,19 +65,11 @@ def infer_flags(result: dict[str, Any], load: dict[str, Any]) -> list[str]:
     return out + load_flags(load)
 
 
-def series_label(backend: str, precision: str) -> str:
-    return f"{backend} {precision}"
-
-
 def write_infer_report(result: dict[str, Any], stem: Path) -> dict[str, str]:
     """The seed-shaped Markdown table (batch | img/s per series | p50/p90/p99 ms), the full table as CSV, the
     whole result as JSON, and two PNGs: throughput vs batch, latency vs throughput."""
-    rows = result["rows"]
-    paths = {"md": stem.with_name(stem.name + ".md"), "csv": stem.with_name(stem.name + ".csv")}
-    paths["json"] = stem.with_name(stem.name + ".json")
-    atomic_write_text(paths["md"], "\n".join(markdown(result)))
-    atomic_write_text(paths["csv"], csv_text(rows, ROW_COLUMNS))
-    atomic_write_json(paths["json"], {k: v for k, v in result.items() if k != "paths"})
+    whole = {k: v for k, v in result.items() if k != "paths"}
+    paths = write_files(stem, markdown(result), csv_text(result["rows"], ROW_COLUMNS), whole)
     paths.update(plots(result, stem))
     return {k: str(v) for k, v in paths.items()}
 
@@ -114,12 +105,12 @@ def markdown(result: dict[str, Any]) -> list[str]:
     rows, series, by_key = result["rows"], result["series"], _by_key(result["rows"])
     wide, columns = [], [("batch", "batch")]
     for s in _ok_series(result):
-        name = series_label(s["backend"], s["precision"])
+        name = f"{s['backend']} {s['precision']}"
         columns += [(f"{name}|img_s", f"{name} img/s"), (f"{name}|lat", f"{name} p50 / p90 / p99 ms")]
     for b in _batches(rows):
         line: dict[str, Any] = {"batch": b}
         for s in _ok_series(result):
-            name = series_label(s["backend"], s["precision"])
+            name = f"{s['backend']} {s['precision']}"
             r = by_key.get((s["backend"], s["precision"], b))
             line[f"{name}|img_s"], line[f"{name}|lat"] = _cell(r, "img_s"), _cell(r, "lat")
         wide.append(line)
@@ -150,7 +141,7 @@ def plots(result: dict[str, Any], stem: Path) -> dict[str, Path]:
     lat: dict[str, tuple[list[float], list[float]]] = {}
     labels: dict[str, list[str]] = {}
     for s in _ok_series(result):
-        name = series_label(s["backend"], s["precision"])
+        name = f"{s['backend']} {s['precision']}"
         pts = [by_key.get((s["backend"], s["precision"], b)) for b in _batches(rows)]
         pts = [r for r in pts if r is not None and r.get("status") == "ok"]
         thr[name] = ([r["batch"] for r in pts], [r["img_s"] for r in pts])

@@ -75,7 +75,7 @@ def build_series(
     if use_artifact is not None:
         series["precision"] = rt.precision = str(rt.info.get("precision", "artifact"))
         series["math"] = math_of(rt.precision)
-        rt.name = artifact_backend(rt, backend)
+        rt.name = get_format(str(rt.info["format"])).runtime if rt.info.get("format") else backend
         series["backend"] = rt.name
     series.update(status="ok", build_s=round(rt.build_s, 3), **rt.info)
     if cfg.cuda_graphs and not rt.graphs_supported:
@@ -99,7 +99,3 @@ def agreement(
         raise
     except Exception as e:  # agreement is reported beside the speed; its failure must not hide the speed
         series["agreement_error"] = f"{type(e).__name__}: {first_line(e, 300)}"
-
-
-def artifact_backend(rt: Runtime, backend: str) -> str:
-    return get_format(str(rt.info["format"])).runtime if rt.info.get("format") else backend

@@ -18,7 +18,6 @@ import logging
 import os
 import signal
 import tempfile
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from rn50.bench.infer.config import InferConfig, images_dirs, load_source, metho
 from rn50.bench.infer.report import infer_flags, write_infer_report
 from rn50.bench.infer.series import agreement, build_series, reference_top1
 from rn50.bench.progress import ProgressBar
+from rn50.bench.report import config_dict
 from rn50.bench.runtimes import Options, Runtime, is_oom
 from rn50.bench.stop import Interrupted, StopSignals
 from rn50.bench.timing import (
@@ -94,7 +94,7 @@ class Sweep:
 
     def __init__(self, cfg: InferConfig, workdir: Path, env: dict[str, Any]) -> None:
         self.cfg = cfg
-        model, weights, _ = load_source(cfg)
+        model, weights = load_source(cfg)
         self.model = model
         self.artifact = Path(cfg.source) if cfg.source is not None and is_artifact(Path(cfg.source)) else None
         self.plan = plan_series(cfg, self.artifact)
@@ -112,7 +112,7 @@ class Sweep:
         self.reference = reference_top1(model, eval_dir, cfg, self.opts) if use_reference else None
         self.result: dict[str, Any] = {
             "kind": "rn50-bench-infer",
-            "config": {k: (str(v) if isinstance(v, Path) else v) for k, v in asdict(cfg).items()},
+            "config": config_dict(cfg),
             "weights": weights,
             "agreement_images": None if self.reference is None else {"dir": str(eval_dir), "n": len(self.reference[1])},
             "calibration_images": str(calib_dir) if calib_dir and "int8" in cfg.precisions else None,
@@ -262,18 +262,14 @@ def _time_batch(
         mine = loops[id(row)]
         samples = [s for loop in mine for s in loop.samples_s]
         row.update(status="ok", **summarize(samples, batch, sum(loop.total_s for loop in mine)))
-        row["round_img_s"] = [batch * len(loop.samples_s) / loop.total_s for loop in mine]
+        row["round_img_s"] = [loop.img_s(batch) for loop in mine]
         row["round_iters"] = [len(loop.samples_s) for loop in mine]
         if base is not None and len(base) == len(mine):
-            ratios = [mine_r / base_r for mine_r, base_r in zip(row["round_img_s"], _rates(base, batch), strict=True)]
+            ratios = [rate / base_loop.img_s(batch) for rate, base_loop in zip(row["round_img_s"], base, strict=True)]
             stats = ratio_stats(ratios)
             row.update(speedup=stats["ratio"], speedup_min=stats["ratio_min"], speedup_max=stats["ratio_max"])
             row.update(speedup_spread=stats["ratio_spread"], rounds=stats["rounds"])
     return rows
-
-
-def _rates(loops: list[LoopResult], batch: int) -> list[float]:
-    return [batch * len(loop.samples_s) / loop.total_s for loop in loops]
 
 
 def _failed(row: dict[str, Any], e: BaseException, label: str, opts: Options) -> None:

@@ -164,4 +164,5 @@ class TrainBenchReport:
     files: dict[str, str] = field(default_factory=dict)
     launches: list[dict[str, Any]] = field(default_factory=list)  # every finished launch, in the order run
     flags: list[str] = field(default_factory=list)  # what makes a figure untrustworthy, and what to do
+    efficiency: dict[tuple[int, str], dict[str, float]] = field(default_factory=dict)  # (workers, kind): ratio_stats
     planned: int = 0  # launches in the whole sweep

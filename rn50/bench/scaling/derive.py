@@ -23,7 +23,7 @@ def derive_rows(report: TrainBenchReport) -> None:
     base = counts[0]
     # A single multi-GPU run has nothing to scale against (its own per-GPU rate would make it perfect by definition).
     scaling = base == 1 or len(counts) > 1
-    rows = []
+    rows, report.efficiency = [], {}
     for n in counts:
         runs = by_count[n]
         first = runs[0]
@@ -54,6 +54,7 @@ def derive_rows(report: TrainBenchReport) -> None:
                     row[f"{k}_efficiency"] = eff["ratio"]
                     row[f"{k}_efficiency_min"], row[f"{k}_efficiency_max"] = eff["ratio_min"], eff["ratio_max"]
                     row[f"{k}_efficiency_rounds"] = eff["rounds"]
+                    report.efficiency[n, k] = eff
                     if n != base:
                         spreads.append(eff["ratio_spread"])
         if "mixed_img_s" in row and "full_img_s" in row:
@@ -93,16 +94,10 @@ def row_flags(report: TrainBenchReport) -> list[str]:
             k = p.kind
             if f"{k}_window_s" in row:
                 flags += window_flags(f"{k} at {n} worker(s)", row[f"{k}_window_s"], report.config["iters"])
-            if f"{k}_efficiency" in row:
-                flags += efficiency_flag(f"{k} efficiency at {n} worker(s)", row[f"{k}_efficiency"])
-                stats = {
-                    "ratio": row[f"{k}_efficiency"],
-                    "ratio_min": row[f"{k}_efficiency_min"],
-                    "ratio_max": row[f"{k}_efficiency_max"],
-                    "rounds": row[f"{k}_efficiency_rounds"],
-                    "ratio_spread": (row[f"{k}_efficiency_max"] - row[f"{k}_efficiency_min"]) / row[f"{k}_efficiency"],
-                }
-                flags += spread_flag(f"{k} efficiency at {n} worker(s)", stats)
+            eff = report.efficiency.get((n, k))
+            if eff is not None:
+                flags += efficiency_flag(f"{k} efficiency at {n} worker(s)", eff["ratio"])
+                flags += spread_flag(f"{k} efficiency at {n} worker(s)", eff)
         if row.get("mixed_speedup_spread", 0) > MAX_SPREAD:
             flags.append(
                 f"UNSTABLE: mixed speedup at {n} worker(s) varies {100 * row['mixed_speedup_spread']:.0f}% over "

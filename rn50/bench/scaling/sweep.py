@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from rn50.bench.progress import ProgressBar
+from rn50.bench.report import config_dict
 from rn50.bench.scaling.config import Precision, TrainBenchConfig, TrainBenchReport, resolve_precisions, worker_counts
 from rn50.bench.scaling.derive import derive_rows, row_flags
 from rn50.bench.scaling.report import write_outputs
@@ -109,7 +110,7 @@ def run_train_bench(cfg: TrainBenchConfig, progress: bool = False) -> TrainBench
     stamp = time.strftime("%Y%m%d-%H%M%S")
     (Path(cfg.out) / "logs").mkdir(parents=True, exist_ok=True)
     log_root = Path(tempfile.mkdtemp(prefix=f"train-{stamp}-node{cfg.node_rank}-", dir=Path(cfg.out) / "logs"))
-    report = TrainBenchReport(config=_config_dict(cfg), precisions=precisions)
+    report = TrainBenchReport(config=config_dict(cfg), precisions=precisions)
     report.config["logs"] = str(log_root)
     watch = LoadWatch()
     counts = worker_counts(cfg.gpus) if cfg.sweep else [cfg.gpus]
@@ -154,11 +155,3 @@ def _finish(report: TrainBenchReport, env: dict[str, Any], watch: Any, cfg: Trai
     report.flags = row_flags(report) + load_flags(load)
     report.files = write_outputs(report, Path(cfg.out))
     return report.files.get("md")
-
-
-def _config_dict(cfg: TrainBenchConfig) -> dict[str, Any]:
-    d = asdict(cfg)
-    d["out"] = str(cfg.out)
-    d["data"] = str(cfg.data) if cfg.data else None
-    d["precisions"] = list(cfg.precisions)
-    return d

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from rn50.bench.scaling.config import FAIL_ENV, bench_recipe
-from rn50.errors import need
+from rn50.bench.timing import endless_batches
 from rn50.io import atomic_write_json
 
 log = logging.getLogger("rn50.bench")
@@ -53,20 +53,6 @@ def _sum_over_ranks(value: int, device) -> int:
     t = torch.tensor([value], dtype=torch.int64, device=device)
     dist.all_reduce(t)
     return int(t.item())
-
-
-def _cycle(loader):
-    """Batches across epoch ends (each epoch reshuffled, as in training)."""
-    epoch = 0
-    while True:
-        yielded = False
-        if hasattr(loader, "set_epoch"):
-            loader.set_epoch(epoch)
-        epoch += 1
-        for batch in loader:
-            yielded = True
-            yield batch
-        need(bool(yielded), "the data loader yielded no batch; is the dataset smaller than one global batch?")
 
 
 def run_worker(spec_path: Path) -> None:
@@ -115,7 +101,9 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
             seed=0,
             workers=spec["workers"],
         )
-        batches = _cycle(loader)
+        batches = endless_batches(
+            loader, "the data loader yielded no batch; is the dataset smaller than one global batch?"
+        )
         loss = None
         local_images = 0  # counted from the batches (a loader may skip an unreadable file), no host sync
         for phase, n in (("warmup", spec["warmup"]), ("timed", spec["iters"])):
@@ -131,7 +119,7 @@ def _run_timed(spec: dict[str, Any]) -> dict[str, Any]:
                         while True:
                             time.sleep(1)
                     os.kill(os.getpid(), signal.SIGKILL)
-                images, labels = next(batches)
+                _, (images, labels) = next(batches)
                 loss = train_step(state, images, labels)
                 step_index += 1
                 if phase == "timed":
