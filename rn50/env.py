@@ -117,7 +117,7 @@ def cpu_flags(names: tuple[str, ...] = SPEED_FLAGS) -> list[str]:
 
 def cpu_has_vnni() -> bool:
     """Whether this x86 CPU has 8-bit dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); False if unknown."""
-    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set((_cpuinfo("flags") or "").split()))
+    return bool(cpu_flags(("avx512_vnni", "avx_vnni", "amx_int8")))
 
 
 def nvidia_smi() -> list[dict[str, str]]:

@@ -84,15 +84,11 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Temporaries `atomic_path` leaves when its process is killed mid-write (`.NAME.XXXXXXXX.tmp`)."""
-    folder = Path(folder)
-    return sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
-
-
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
-    """Delete them; call only where no other process may be writing into `folder` (a run we now own)."""
-    removed = stale_temporaries(folder)
+    """Delete the temporaries `atomic_path` leaves when its process is killed mid-write (`.NAME.XXXXXXXX.tmp`);
+    call only where no other process may be writing into `folder` (a run we now own)."""
+    folder = Path(folder)
+    removed = sorted(folder.glob(".*.tmp")) if folder.is_dir() else []
     for p in removed:
         p.unlink(missing_ok=True)
     return removed

@@ -112,10 +112,6 @@ class Recipe:
     def lr(self) -> float:
         return self.lr_per_256 * self.global_batch / 256
 
-    @property
-    def amp(self) -> bool:
-        return self.precision in ("fp16", "bf16")
-
     def replace(self, **overrides: Any) -> Recipe:
         """A copy with the given fields changed; None values are ignored (an option the user left out)."""
         overrides = {k: v for k, v in overrides.items() if v is not None}

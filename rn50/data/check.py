@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from rn50.data.folders import SPLITS, scan_folder
-from rn50.data.index import UNKNOWN, dataset_index, record_decodes
+from rn50.data.index import UNKNOWN, dataset_index, process_map, record_decodes
 from rn50.errors import first_line, need
 
 
@@ -89,10 +88,8 @@ def check_dataset(root: str | os.PathLike, workers: int | None = None) -> CheckR
         index = dataset_index(folder, files, workers)
         todo = np.flatnonzero(index.decoded == UNKNOWN).tolist()
         if todo:  # new or changed files only: the others keep the verdict of an earlier check
-            chunk = max(1, len(todo) // (workers * 16))
-            with ProcessPoolExecutor(workers) as pool:
-                verdicts = pool.map(decode_error, [files[i] for i in todo], chunksize=chunk)
-                record_decodes(index, dict(zip(todo, verdicts, strict=True)))
+            verdicts = process_map(decode_error, [files[i] for i in todo], workers)
+            record_decodes(index, dict(zip(todo, verdicts, strict=True)))
         report.bad_files += [(files[i], index.reason(i)) for i in np.flatnonzero(index.bad()).tolist()]
     if len(classes_by_split) == 2:
         train, val = classes_by_split["train"], classes_by_split["val"]

@@ -207,7 +207,7 @@ def _save(index: ImageIndex, path: Path) -> None:
         log.warning("could not save the dataset index %s (%s); set RN50_CACHE_DIR to a writable folder", path, e)
 
 
-def _map(fn, items: list, workers: int) -> list:
+def process_map(fn, items: list, workers: int) -> list:
     """fn over items, in worker processes when there are enough to be worth starting them."""
     if workers <= 1 or len(items) < 64:
         return [fn(x) for x in items]
@@ -233,7 +233,7 @@ def _refresh(old: ImageIndex | None, folder: Path, files: list[str], stat: np.nd
         for mine, theirs in ((index.header_reason, old.header_reason), (index.decode_reason, old.decode_reason)):
             if j in theirs:
                 mine[i] = theirs[j]
-    for i, (h, w, end, why) in zip(todo, _map(probe, [files[i] for i in todo], workers), strict=True):
+    for i, (h, w, end, why) in zip(todo, process_map(probe, [files[i] for i in todo], workers), strict=True):
         index.height[i], index.width[i], index.end[i] = h, w, end
         if why:
             index.header_reason[i] = why

@@ -95,7 +95,7 @@ def make_loader(
     if backend == "synthetic":
         from rn50.data.synthetic import SyntheticLoader
 
-        return SyntheticLoader(recipe, device, split=split, root=root, rank=rank, world_size=world_size)
+        return SyntheticLoader(recipe, device, split=split, rank=rank)
     need(root is not None, f"the {backend} backend needs a data folder")
     files = list_split(root, split)
     check_classes(files, recipe)

@@ -16,10 +16,6 @@ VAL_FRACTION = 0.2
 SPLIT_SEED = 0
 
 
-def class_name(label: int) -> str:
-    return f"digit{label}"
-
-
 def make_sample(out: str | os.PathLike, force: bool = False, size: int = SAMPLE_SIZE) -> dict[str, int]:
     """Write train/<class>/*.jpg and val/<class>/*.jpg under `out`; returns image counts per split."""
     try:
@@ -66,7 +62,7 @@ def _write_digits(out: Path, size: int) -> dict[str, int]:
             # 0..16 ink intensity -> dark ink on white paper, upscaled smoothly to `size`.
             pixels = (255 - images[i] * (255 / 16)).clip(0, 255).astype(np.uint8)
             im = Image.fromarray(pixels, mode="L").resize((size, size), Image.Resampling.BICUBIC).convert("RGB")
-            folder = out / split / class_name(int(labels[i]))
+            folder = out / split / f"digit{int(labels[i])}"
             folder.mkdir(parents=True, exist_ok=True)
             im.save(folder / f"{i:05d}.jpg", quality=92)
         counts[split] = len(idx)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import torch
@@ -20,9 +19,7 @@ class SyntheticLoader:
         recipe: Recipe,
         device: torch.device,
         split: str = "train",
-        root: str | os.PathLike | None = None,
         rank: int = 0,
-        world_size: int = 1,
         batches: int | None = None,
     ) -> None:
         self.bad_files: list[tuple[str, str]] = []

@@ -169,25 +169,20 @@ class _EpochBatches:
 
 class TorchLoader:
     def __init__(self, spec: LoaderSpec) -> None:
-        files, recipe, device, workers, index = spec.files, spec.recipe, spec.device, spec.workers, spec.index
-        self.files = files
-        self.index = index
-        self.train = spec.train
-        self.batch_size, self.rank, self.world_size = recipe.batch_size, spec.rank, spec.world_size
-        self.seed, self.accumulation, self.device = spec.seed, spec.accumulation, device
-        self.memory_format = torch_memory_format(recipe.memory_format)
+        workers = spec.workers
+        self.files, self.train, self.device = spec.files, spec.train, spec.device
+        self.memory_format = torch_memory_format(spec.recipe.memory_format)
         self.bad_files: list[tuple[str, str]] = []
         self._bad_set: set[str] = set()
-        self._min_batch = min_batch(self.train, self.batch_size)
+        self._min_batch = min_batch(self.train, spec.recipe.batch_size)
         self.shards = spec.shards()
         _OPEN.add(self)
-        pin = device.type == "cuda"
         self.loader = torch.utils.data.DataLoader(
-            self._dataset(files, recipe, self.index),
+            self._dataset(spec.files, spec.recipe, spec.index),
             batch_sampler=_EpochBatches(self),
             num_workers=workers,
             collate_fn=self._collate(),
-            pin_memory=pin,
+            pin_memory=self.device.type == "cuda",
             worker_init_fn=_worker_init if workers else None,
             persistent_workers=workers > 0,
             prefetch_factor=PREFETCH_FACTOR if workers else None,

@@ -255,8 +255,7 @@ class _ExportJob:
         runner = load_artifact(artifact, device=str(self.check_dev), sidecar=sidecar)
         start = time.perf_counter()
         label = f"{self.record.name} export"
-        with math_mode(precision, self.dev.type == "cuda"):
-            parity = check_parity(self.model, runner, precision, opts.image_size, real, opts.max_batch, label=label)
+        parity = check_parity(self.model, runner, precision, opts.image_size, real, opts.max_batch, label=label)
         if self.record.name == "onnx" and precision == "int8":
             from rn50.export.kernel_paths import check_kernel_paths
 

@@ -3,9 +3,9 @@
 A record says everything rn50 knows about a format: its names (the export name, the runtime name bench uses,
 aliases), the suffixes it is written and recognised with, the precisions it can be exported in (the first is the
 default), the functions that export and load it (`exporter(model, path, opts) -> details` and
-`loader(path, device, sidecar, threads) -> Runner`, named "module:function" and imported on first use), the sidecar
-fields its exporter adds under `export`, and how Triton serves it. Triton itself is a packaging step:
-`kind="package"` wraps a finished artifact of one of its `backends` in a model repository.
+`loader(path, device, sidecar, threads) -> Runner`, named "module:function" and imported on first use) and how
+Triton serves it. Triton itself is a packaging step: `kind="package"` wraps a finished artifact of one of its
+`backends` in a model repository.
 
 Adding a format: one module with an exporter and a loader, one `Format(...)` entry below, tests.
 """
@@ -44,7 +44,6 @@ class Format:
     exporter: str = ""  # "module:function"; function(model, path, opts: ExportOptions) -> sidecar "export" details
     loader: str = ""  # "module:function"; function(path, device, sidecar, threads) -> Runner
     aliases: tuple[str, ...] = ()
-    sidecar_fields: tuple[str, ...] = ()  # the keys this format's exporter writes under the sidecar's "export"
     needs_cuda: bool = False  # built and run on a CUDA GPU only
     cpu_only: bool = False  # built and run on the CPU, whatever --device says
     int8_target: str | None = None  # the INT8 Q/DQ form this format needs (None: whichever the device suits)
@@ -86,7 +85,6 @@ REGISTRY: dict[str, Format] = {
             precisions=("fp32", "fp16", "int8", "tf32"),
             exporter="rn50.export.quant:export",
             loader="rn50.export.onnx:load_onnx",
-            sidecar_fields=("opset", "simplified", "nodes", "quantization"),
             triton=TritonSpec("onnxruntime_onnx", "model.onnx", ("input", "logits")),
         ),
         Format(
@@ -96,7 +94,6 @@ REGISTRY: dict[str, Format] = {
             precisions=("fp32", "fp16", "bf16", "tf32"),
             exporter="rn50.export.torchscript:export",
             loader="rn50.export.torchscript:load_torchscript",
-            sidecar_fields=("traced", "frozen", "optimize_for_inference"),
             # TorchScript keeps no tensor names: Triton's PyTorch backend maps `<name>__<index>` to positions.
             triton=TritonSpec("pytorch_libtorch", "model.pt", ("input__0", "logits__0")),
         ),
@@ -108,7 +105,6 @@ REGISTRY: dict[str, Format] = {
             exporter="rn50.export.aoti:export",
             loader="rn50.export.aoti:load_aoti",
             aliases=("aotinductor",),
-            sidecar_fields=("torch_export", "inductor_configs"),
         ),
         Format(
             "trt",
@@ -117,7 +113,6 @@ REGISTRY: dict[str, Format] = {
             precisions=("fp16", "bf16", "fp32", "tf32", "int8"),
             exporter="rn50.export.trt:export",
             loader="rn50.export.trt:load_trt",
-            sidecar_fields=("onnx", "engine"),
             needs_cuda=True,
             int8_target="tensorrt",
             triton=TritonSpec("tensorrt_plan", "model.plan", ("input", "logits")),
@@ -130,7 +125,6 @@ REGISTRY: dict[str, Format] = {
             exporter="rn50.export.openvino:export",
             loader="rn50.export.openvino:load_openvino",
             aliases=("ov",),
-            sidecar_fields=("onnx", "openvino", "quantization"),
             int8_target="cpu",
             cpu_only=True,  # OpenVINO's GPU plugin is for Intel GPUs
             triton=TritonSpec("", "model.xml", ("input", "logits"), backend="openvino"),

@@ -11,6 +11,7 @@ from pathlib import Path
 from torch import Tensor
 
 from rn50.errors import UserError, need
+from rn50.export.formats import ExportOptions
 
 _SAMPLE_DIR: Path | None = None
 
@@ -44,3 +45,8 @@ def load_images(root: str | os.PathLike | None, split: str, n: int, image_size: 
     from rn50.data.transforms import load_eval_images
 
     return load_eval_images(image_folder(root, split), n, image_size)
+
+
+def calibration_images(opts: ExportOptions) -> Tensor:
+    """The INT8 calibration images an export asks for: `calib_count` from the train split of `calib_dir`."""
+    return load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
+from rn50.export.images import calibration_images
 from rn50.export.quant import LogWriter
 from rn50.export.runner import require
 
@@ -43,11 +44,8 @@ def quantize(model: Any, opts: ExportOptions) -> tuple[Any, dict[str, Any]]:
     """(the quantised OpenVINO model, the sidecar's "quantization" entry)."""
     # `model` came through rn50.export.openvino.openvino(), which turned telemetry off for NNCF too.
     nncf = require("nncf", "openvino-quant", "nncf (the NNCF quantizer)")
-    from rn50.export.images import load_images
-
-    calib = load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)
     # One image per item: NNCF's subset_size counts items, not images.
-    items = [image.unsqueeze(0).numpy() for image in calib]
+    items = [image.unsqueeze(0).numpy() for image in calibration_images(opts)]
     convs = [op.get_friendly_name() for op in model.get_ordered_ops() if op.get_type_name() == "Convolution"]
     float_nodes = convs[:1] if opts.int8_stem == "float" else []  # the stem: the first convolution
     kwargs: dict[str, Any] = {"ignored_scope": nncf.IgnoredScope(names=float_nodes)} if float_nodes else {}

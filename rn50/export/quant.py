@@ -30,15 +30,14 @@ import os
 import tempfile
 from collections import Counter
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from torch import Tensor, nn
 
+from rn50.export.formats import INT8_TARGETS, ExportOptions
+from rn50.export.images import calibration_images
 from rn50.export.onnx import export_onnx
 from rn50.export.runner import require
-
-if TYPE_CHECKING:
-    from rn50.export.formats import ExportOptions
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +57,6 @@ class LogWriter(io.TextIOBase):
 
 CALIBRATION = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 CALIB_BATCH = 8
-INT8_TARGETS = ("cpu", "tensorrt")
 
 
 def _reader(images: Tensor, batch: int = CALIB_BATCH):
@@ -127,13 +125,10 @@ def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> di
     `opts.int8_target`, calibrated on real images."""
     if opts.precision != "int8":
         return export_onnx(model, path, opts.precision, opts.image_size, opts.max_batch, simplify=opts.simplify)
-    from rn50.export.images import load_images
-
-    calib = load_images(opts.calib_dir, "train", opts.calib_count, opts.image_size)
     return export_onnx_int8(
         model,
         path,
-        calib,
+        calibration_images(opts),
         opts.calib_method,
         opts.image_size,
         opts.max_batch,

@@ -16,19 +16,19 @@ import logging
 import os
 import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from rn50.errors import UserError, need
+from rn50.export.formats import ExportOptions
+from rn50.export.images import calibration_images
+from rn50.export.onnx import INPUT, export_onnx
+from rn50.export.quant import export_onnx_int8
 from rn50.export.runner import Runner
 
-if TYPE_CHECKING:
-    from rn50.export.formats import ExportOptions
-
 log = logging.getLogger(__name__)
-INPUT, OUTPUT = "input", "logits"
 
 
 def require_trt():
@@ -128,7 +128,6 @@ def build_engine(
     max_batch: int,
     workspace_gib: float = 4.0,
     timing_cache: str | os.PathLike | None = None,
-    opt_batch: int | None = None,
     precision: str = "fp16",
 ) -> dict[str, Any]:
     trt = require_trt()
@@ -148,7 +147,7 @@ def build_engine(
     config = builder.create_builder_config()
     tf32 = configure(config, trt, precision, workspace_gib)
     profile = builder.create_optimization_profile()
-    opt = opt_batch or max(1, min(max_batch, 32 if max_batch >= 32 else max_batch))
+    opt = max(1, min(max_batch, 32))
     shape = (3, image_size, image_size)
     profile.set_shape(INPUT, (1, *shape), (opt, *shape), (max_batch, *shape))
     config.add_optimization_profile(profile)
@@ -178,22 +177,14 @@ def build_engine(
 def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
     """ONNX in the target precision (Q/DQ for int8) -> engine. The ONNX goes to a temporary folder."""
     precision, size, max_batch = str(opts.precision), opts.image_size, opts.max_batch
-    calib = None
-    if precision == "int8":
-        from rn50.export.images import load_images
-
-        calib = load_images(opts.calib_dir, "train", opts.calib_count, size)
     trt = require_trt()
     check_parser_takes(precision, trt.__version__)
     with tempfile.TemporaryDirectory(prefix="rn50-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        if calib is not None:
-            from rn50.export.quant import export_onnx_int8
-
+        if precision == "int8":
+            calib = calibration_images(opts)
             details = export_onnx_int8(model, onnx_path, calib, opts.calib_method, size, max_batch, target="tensorrt")
         else:
-            from rn50.export.onnx import export_onnx
-
             details = export_onnx(model, onnx_path, precision, size, max_batch)
         engine = build_engine(
             onnx_path, path, size, max_batch, opts.workspace_gib, opts.timing_cache, precision=precision

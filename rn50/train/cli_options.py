@@ -61,11 +61,10 @@ def bind_recipe(params: Mapping[str, Any], world: int) -> Recipe:
 
 @dataclass
 class TrainPlan:
-    """What `rn50 train` does: run `options` in this process, or relaunch `argv` under torchrun as `launch`."""
+    """What `rn50 train` does: run `options` in this process, or relaunch it under torchrun as `launch` says."""
 
     options: TrainOptions
     launch: Launch | None = None
-    argv: list[str] | None = None
 
     def relaunch(self) -> int:
         """Run the relaunch; 0, or 128 + signal if it was stopped (checkpoint saved by rank 0)."""
@@ -110,7 +109,7 @@ def plan_train(params: Mapping[str, Any], argv: list[str]) -> TrainPlan:
             max_restarts=max_restarts,
         )
         spec.validate()
-        return TrainPlan(TrainOptions(data=data, recipe=recipe), launch=spec, argv=argv)
+        return TrainPlan(TrainOptions(data=data, recipe=recipe), launch=spec)
     restart = int(os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")) if under_torchrun() else 0
     if restart > 0 and run.get("resume") is None and run.get("evaluate") is None:
         run["resume"] = "auto"  # torchrun restarted the group after a failure: continue from the last checkpoint

@@ -93,15 +93,14 @@ def cleanup() -> None:
         torch_dist.destroy_process_group()
 
 
-def seed_everything(seed: int, rank: int = 0) -> int:
-    """Seed python, numpy and torch with `seed + rank` so ranks draw different random numbers; returns it."""
+def seed_everything(seed: int, rank: int = 0) -> None:
+    """Seed python, numpy and torch with `seed + rank` so ranks draw different random numbers."""
     import numpy as np
 
     rank_seed = seed + rank
     random.seed(rank_seed)
     np.random.seed(rank_seed % 2**32)
     torch.manual_seed(rank_seed)
-    return rank_seed
 
 
 class RankFilter(logging.Filter):

@@ -210,11 +210,11 @@ def fit(opts: TrainOptions) -> dict[str, Any]:
 
 def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: StopFlag) -> dict[str, Any]:
     recipe = opts.recipe
-    out, run = run_folder(opts, recipe, rank, world)
+    run = run_folder(opts, recipe, rank, world)
     dist.seed_everything(opts.seed, rank)
     if opts.evaluate is not None:
         return evaluate_checkpoint(opts, recipe, run, rank, world, device, stop)
-    setup = prepare_fit(opts, out, run, rank, world, device)
+    setup = prepare_fit(opts, run, rank, world, device)
     start = resume_point(opts, setup)
     extra = {"seed": opts.seed, "world_size": world, "data": str(opts.data), **opts.extra}
     run.prepare(recipe, resuming=opts.resume is not None, extra=extra)
@@ -257,7 +257,7 @@ def _fit(opts: TrainOptions, rank: int, world: int, device: torch.device, stop: 
             loader.close()
     summary = {
         "status": cursor.status,
-        "out": str(out),
+        "out": str(run.out),
         "top1": cursor.top1,
         "best_top1": cursor.best_top1,
         "data": str(opts.data),
@@ -308,7 +308,7 @@ class Cursor:
             epoch + 1,
             iteration,
             last,
-            self.setup.out,
+            self.setup.run.out,
         )
 
 
@@ -320,9 +320,9 @@ def end_of_epoch(
     if val_loader is not None:
         # The unwrapped model: ranks may hold one batch more or less, and DDP forward is a collective.
         record: dict[str, Any] = {"type": "val", "epoch": epoch + 1}
-        record.update(evaluate(state.module, val_loader, setup.device, state.precision, opts.prof, stop))
+        record.update(evaluate(state.module, val_loader, state.device, state.precision, opts.prof, stop))
         if state.ema is not None and not stop.requested:
-            ema = evaluate(state.ema.module, val_loader, setup.device, state.precision, opts.prof, stop)
+            ema = evaluate(state.ema.module, val_loader, state.device, state.precision, opts.prof, stop)
             record.update(ema_top1=ema["top1"], ema_top5=ema["top5"])
         if stop.agreed():  # validation abandoned: resuming runs it again, then the next epoch
             cursor.stop_here(epoch, iteration, "during validation")

@@ -83,10 +83,10 @@ class RunDir:
             return []
         return [json.loads(line) for line in self.metrics_path.read_text().splitlines() if line.strip()]
 
-    def write_report(self, recipe: Recipe, summary: dict[str, Any], path: Path | None = None) -> Path | None:
+    def write_report(self, recipe: Recipe, summary: dict[str, Any], path: Path | None = None) -> None:
         """report.md: what ran, on what, how fast, how accurate; also written to --report-file if given."""
         if not self.writer:
-            return None
+            return
         records = self.read_metrics()
         vals = [r for r in records if r.get("type") == "val"]
         trains = [r for r in records if r.get("type") == "train"]
@@ -129,4 +129,3 @@ class RunDir:
         atomic_write_text(self.out / "report.md", text)
         if path is not None:
             atomic_write_text(path, text)
-        return self.out / "report.md"

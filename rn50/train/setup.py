@@ -96,19 +96,17 @@ class StopFlag:
 
 @dataclass
 class FitSetup:
-    out: Path
     run: RunDir
     train_loader: Any
     val_loader: Any | None
     state: TrainState
     steps_per_epoch: int
-    device: torch.device
 
     def loaders(self) -> list:
         return [self.train_loader, self.val_loader]
 
 
-def run_folder(opts: TrainOptions, recipe: Recipe, rank: int, world: int) -> tuple[Path, RunDir]:
+def run_folder(opts: TrainOptions, recipe: Recipe, rank: int, world: int) -> RunDir:
     if recipe.gpus != world:  # the world size is bound once, with the options (rn50.train.cli_options.bind_recipe)
         raise UserError(
             f"the recipe is for {recipe.gpus} process(es) but this run has {world}: build it with "
@@ -119,10 +117,10 @@ def run_folder(opts: TrainOptions, recipe: Recipe, rank: int, world: int) -> tup
         holder = [str(out)]
         torch_dist.broadcast_object_list(holder, src=0)
         out = Path(holder[0])
-    return out, RunDir(out, writer=rank == 0)
+    return RunDir(out, writer=rank == 0)
 
 
-def prepare_fit(opts: TrainOptions, out: Path, run: RunDir, rank: int, world: int, device: torch.device) -> FitSetup:
+def prepare_fit(opts: TrainOptions, run: RunDir, rank: int, world: int, device: torch.device) -> FitSetup:
     """Loaders and the training state, after checking that the batch fits and the data is there."""
     from rn50.data.loaders import make_loader
     from rn50.memory import check_fits
@@ -149,7 +147,7 @@ def prepare_fit(opts: TrainOptions, out: Path, run: RunDir, rank: int, world: in
     state = build_state(
         recipe, device, world > 1, steps_per_epoch=steps_per_epoch, compile=opts.compile, seed=opts.seed, rank=rank
     )
-    return FitSetup(out, run, train_loader, val_loader, state, steps_per_epoch, device)
+    return FitSetup(run, train_loader, val_loader, state, steps_per_epoch)
 
 
 @dataclass
@@ -164,7 +162,7 @@ class Start:
 
 def resume_point(opts: TrainOptions, setup: FitSetup) -> Start:
     """Load --resume (a path or `auto`) into the state and say where the run continues."""
-    path = resolve_resume(opts.resume, setup.out)
+    path = resolve_resume(opts.resume, setup.run.out)
     if path is None:
         return Start()
     meta = load_checkpoint(path, setup.state)

@@ -146,15 +146,13 @@ def build_state(
 
 
 def compute_loss(state: TrainState, images: Tensor, labels: Tensor) -> Tensor:
-    recipe = state.recipe
     if state.mixup is not None:
         images, targets = state.mixup(images, labels)
-        with state.autocast():
-            logits = state.model(images)
-        return soft_cross_entropy(logits, targets)
     with state.autocast():
         logits = state.model(images)
-    return F.cross_entropy(logits.float(), labels, label_smoothing=recipe.label_smoothing)
+    if state.mixup is not None:
+        return soft_cross_entropy(logits, targets)
+    return F.cross_entropy(logits.float(), labels, label_smoothing=state.recipe.label_smoothing)
 
 
 def train_step(state: TrainState, images: Tensor, labels: Tensor) -> Tensor:

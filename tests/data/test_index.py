@@ -111,10 +111,11 @@ def test_a_second_check_decodes_only_what_changed(odd, monkeypatch):
     import rn50.data.check as check
 
     first = check_dataset(odd, workers=1)
-    pools, real = [], check.ProcessPoolExecutor
-    monkeypatch.setattr(check, "ProcessPoolExecutor", lambda *a, **k: pools.append(a) or real(*a, **k))
-    assert check_dataset(odd, workers=1).bad_files == first.bad_files and pools == []  # nothing decoded again
+    decoded, real = [], check.process_map
+    monkeypatch.setattr(check, "process_map", lambda fn, items, w: decoded.append(items) or real(fn, items, w))
+    assert check_dataset(odd, workers=1).bad_files == first.bad_files and decoded == []  # nothing decoded again
     (odd / "val" / "a" / "new.JPEG").write_bytes((odd / "val" / "a" / "wide.JPEG").read_bytes())
     again = check_dataset(odd, workers=1)
-    assert len(pools) == 1 and again.counts["val"]["a"] == first.counts["val"]["a"] + 1
+    assert decoded == [[str(odd / "val" / "a" / "new.JPEG")]]  # the new file only
+    assert again.counts["val"]["a"] == first.counts["val"]["a"] + 1
     assert again.bad_files == first.bad_files
