@@ -23,9 +23,8 @@ from torch import Tensor, nn
 
 from rn50.errors import UserError, need
 from rn50.export.formats import ExportOptions
-from rn50.export.images import calibration_images
-from rn50.export.onnx import INPUT, export_onnx
-from rn50.export.quant import export_onnx_int8
+from rn50.export.onnx import INPUT
+from rn50.export.quant import export as export_onnx_format
 from rn50.export.runner import Runner
 
 log = logging.getLogger(__name__)
@@ -175,17 +174,14 @@ def build_engine(
 
 
 def export(model: nn.Module, path: str | os.PathLike, opts: ExportOptions) -> dict[str, Any]:
-    """ONNX in the target precision (Q/DQ for int8) -> engine. The ONNX goes to a temporary folder."""
+    """The onnx format's export (Q/DQ in TensorRT's form for int8, which `opts` is bound to; --simplify and
+    --int8-stem honoured) -> engine. The ONNX goes to a temporary folder."""
     precision, size, max_batch = str(opts.precision), opts.image_size, opts.max_batch
     trt = require_trt()
     check_parser_takes(precision, trt.__version__)
     with tempfile.TemporaryDirectory(prefix="rn50-trt-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
-        if precision == "int8":
-            calib = calibration_images(opts)
-            details = export_onnx_int8(model, onnx_path, calib, opts.calib_method, size, max_batch, target="tensorrt")
-        else:
-            details = export_onnx(model, onnx_path, precision, size, max_batch)
+        details = export_onnx_format(model, onnx_path, opts)
         engine = build_engine(
             onnx_path, path, size, max_batch, opts.workspace_gib, opts.timing_cache, precision=precision
         )

@@ -74,6 +74,17 @@ def test_trt_runs_on_its_own_stream_ordered_with_the_callers(tiny_checkpoint, sa
     assert torch.equal(first, second) and torch.isfinite(first).all()
 
 
+def test_trt_int8_engine_is_built_from_the_onnx_the_flags_ask_for(sample_model, sample_dir, tmp_path):
+    # --int8-stem reaches the ONNX the engine is built from, as for --format onnx (the trt exporter dropped it)
+    need_tensorrt()
+    result = export_model(
+        sample_model["checkpoint"], "trt", tmp_path / "stem.plan", precision="int8", int8_stem="int8",
+        image_size=SAMPLE_SIZE, max_batch=16, images_dir=sample_dir / "val", calib_dir=sample_dir / "train",
+    )  # fmt: skip
+    quantization = result.sidecar["export"]["onnx"]["quantization"]
+    assert quantization["target"] == "tensorrt" and quantization["float_nodes"] == [], quantization
+
+
 def test_trt_engine_from_other_version_gives_one_line(tiny_checkpoint, sample_dir, tmp_path):
     need_tensorrt()
     from rn50.errors import UserError
