@@ -23,6 +23,7 @@ from rn50.bench.mlperf.settings import (
 )
 from rn50.bench.mlperf.sut import SystemUnderTest
 from rn50.bench.mlperf.system import (
+    MULTISTREAM_QUERY,
     SERVER_MARGIN,
     Calibration,
     Plan,
@@ -157,7 +158,7 @@ def _setup(
     )
     session = Session(lg, opts, sut, stop, bar)
     _check_counts(opts, library, session.official)
-    batch = min(8, source["batch"]) if opts.scenario == "multistream" else source["batch"]
+    batch = min(MULTISTREAM_QUERY, source["batch"]) if opts.scenario == "multistream" else source["batch"]
     # An accuracy run issues every sample once whatever the expected speed; only Server's schedule needs its QPS.
     timed = opts.mode == "performance" or opts.scenario == "server"
     bound_s = (opts.target_latency_ms or session.official.server_target_latency_ns / 1e6) / 1e3

@@ -1,12 +1,12 @@
 """LoadGen's system under test over one rn50 runtime, with each scenario's batching.
 
-SingleStream and MultiStream: the query is the batch (1 sample, or MultiStream's 8), run in LoadGen's issue call as
-MLCommons' reference does, since LoadGen waits for it before the next query anyway. Offline and Server: the issue call
-only queues the samples; worker threads run them in batches of up to `batch` (Offline: LoadGen's one large query
-cut into full batches; Server: a dynamic batcher that waits at most `timeout_s` after a batch's first sample for it
-to fill, a timeout chosen below the latency bound). One worker by default: the batch fills the device, and runtimes
-that are not thread safe (a TensorRT execution context) stay correct; `workers` > 1 overlaps calls where a runtime
-allows it (ONNX Runtime's session.run is thread safe, and two calls fill the gaps between one call's operators).
+SingleStream and MultiStream: the query (1 sample, or MultiStream's 8, in batches of up to `batch`) runs in LoadGen's
+issue call as MLCommons' reference does, since LoadGen waits for it before the next query anyway. Offline and Server:
+the issue call only queues the samples; worker threads run them in batches of up to `batch` (Offline: LoadGen's one
+large query cut into full batches; Server: a dynamic batcher that waits at most `timeout_s` after a batch's first sample
+for it to fill, a timeout chosen below the latency bound). One worker by default: the batch fills the device, and
+runtimes that are not thread safe (a TensorRT execution context) stay correct; `workers` > 1 overlaps calls where a
+runtime allows it (ONNX Runtime's session.run is thread safe, and two calls fill the gaps between one call's operators).
 
 Each sample is answered with its top-1 class index as a float32, the response MLCommons' reference sends and its
 accuracy-imagenet.py reads. Nothing here may raise into LoadGen (its C++ threads would abort the process): a failure

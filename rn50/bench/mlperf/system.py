@@ -29,6 +29,7 @@ from rn50.export.sidecar import read_sidecar, sidecar_image_size, sidecar_max_ba
 THREAD_SAFE = ("eager", "onnxruntime", "torchscript")  # runtimes whose forward may run on two threads at once
 SIDECAR_KEYS = ("format", "precision", "source_checkpoint", "source_sha256", "num_classes", "rn50_version")
 SERVER_MARGIN = 0.8  # of the latency bound, for the batcher's worst case; the rest absorbs jitter
+MULTISTREAM_QUERY = 8  # samples per MultiStream query (MLPerf's rule); the SUT runs it in batches of up to --batch
 # LoadGen sizes Offline's query and the SingleStream/MultiStream schedules from the expected speed, and a run that
 # finishes them before its minimum duration is INVALID: expect this much faster than the fastest calibration call
 # (a longer run, never a short one; CPU calls speed up for a while after the first ones).
@@ -174,7 +175,7 @@ def calibrate(
 
 
 def calibration_sizes(scenario: str, batch: int) -> list[int]:
-    if scenario in ("offline", "multistream"):  # multistream: the batch is at most a query's 8 samples
+    if scenario in ("offline", "multistream"):  # multistream: the batch is at most one query's samples
         return [batch]
     if scenario == "singlestream":
         return [1]
@@ -202,7 +203,7 @@ def plan(opts: MlperfOptions, batch: int, cal: Calibration, bound_s: float) -> P
         return Plan(batch, 0.0, UserConf(offline_expected_qps=qps), batch / cal.fastest(batch))
     if opts.scenario in ("singlestream", "multistream"):
         b = 1 if opts.scenario == "singlestream" else batch
-        calls = math.ceil((8 if opts.scenario == "multistream" else 1) / b)  # a MultiStream query is 8 samples
+        calls = math.ceil((MULTISTREAM_QUERY if opts.scenario == "multistream" else 1) / b)  # the SUT's calls a query
         latency = calls * cal.fastest(b) / LATENCY_HEADROOM
         return Plan(b, 0.0, UserConf(expected_latency_s=latency), b / cal.fastest(b))
     if cal.fastest(1) > bound_s and opts.mode == "performance":  # an accuracy run is not judged by latency
